@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs every test: installs what is missing, builds the wasm, then the native unit tests and
+# lints, the jose interop tests, and the integration tests against a real Envoy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+scripts/build-wasm.sh
+cargo clippy --quiet --lib --bins -- -D warnings
+cargo test --quiet
+.venv/bin/python -m pytest tests -q -p no:cacheprovider
