@@ -1,0 +1,354 @@
+"""The demo in a real browser: headless Debian Chromium, driven by WebDriver (selenium).
+
+scripts/demo.sh starts, as a subprocess, the demo login API, the demo app and Envoy with the
+real filter and the shipped envoy.yaml (access_ttl_s shortened to 2 s, ports moved to free ones).
+The browser signs in through the login form, lands on the protected page and sees its name,
+cannot read the HttpOnly session cookies from JavaScript, stays signed in across an access
+token expiry (the filter rotates both ETLS cookies), and logs out.
+
+Needs /usr/bin/chromium and /usr/bin/chromedriver (Debian packages chromium, chromium-driver;
+scripts/setup.sh installs them). A missing tool fails the test; nothing is skipped.
+"""
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+REPO = Path(__file__).resolve().parents[2]
+OUT = REPO / "tests" / "out" / "browser"
+CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BIN", "/usr/bin/chromedriver")
+
+# Short, to keep the wait short; long enough that the access cookie (Max-Age = access_ttl_s)
+# is still there when the test reads it right after signing in on a busy 2-core machine.
+ACCESS_TTL_S = 4
+CLOCK_SKEW_S = 5  # the filter's default clock_skew_s (envoy.yaml does not change it)
+ETLS_COOKIES = ("accessTokenEtls", "refreshTokenEtls")
+API_COOKIES = ("accessToken", "refreshToken")
+ALL_COOKIES = ETLS_COOKIES + API_COOKIES
+
+# DEMO-ONLY users of demo/login_api.py.
+ALICE = ("alice@example.com", "alice-demo-password")
+BOB = ("bob@example.com", "bob-demo-password")
+
+DEMO_START_TIMEOUT_S = 600  # includes scripts/setup.sh and a possible wasm rebuild
+WAIT_S = 15
+
+
+def free_ports(n):
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def port_is_free(port):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def children_of(pid):
+    """PIDs whose parent is pid (read from /proc; no process is looked up by name)."""
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may contain spaces, so split after the last ')'.
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            kids.append(int(entry.name))
+    return kids
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def jwt_claims(token):
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+class Demo:
+    def __init__(self):
+        self.listen, self.admin, self.app, self.login_api = free_ports(4)
+        self.base = f"http://localhost:{self.listen}"
+        self.run_dir = OUT / "demo-run"
+        if self.run_dir.exists():
+            shutil.rmtree(self.run_dir)
+        self.run_dir.mkdir(parents=True)
+        self.stdout_path = OUT / "demo.sh.out"
+        self.proc = None
+
+    def start(self):
+        env = dict(os.environ)
+        env.update({
+            "ETLS_DEMO_ACCESS_TTL_S": str(ACCESS_TTL_S),
+            "ETLS_DEMO_LISTEN_PORT": str(self.listen),
+            "ETLS_DEMO_ADMIN_PORT": str(self.admin),
+            "ETLS_DEMO_APP_PORT": str(self.app),
+            "ETLS_DEMO_LOGIN_API_PORT": str(self.login_api),
+            "ETLS_DEMO_RUN_DIR": str(self.run_dir),
+        })
+        out = open(self.stdout_path, "wb")
+        self.proc = subprocess.Popen([str(REPO / "scripts" / "demo.sh")], cwd=REPO, env=env,
+                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        out.close()
+        deadline = time.monotonic() + DEMO_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            text = self.stdout_path.read_text(errors="replace")
+            if "etls-auth demo is running" in text:
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"scripts/demo.sh exited with {self.proc.returncode}:\n{self.diagnostics()}")
+            time.sleep(0.2)
+        raise AssertionError(f"scripts/demo.sh not ready after {DEMO_START_TIMEOUT_S} s:\n{self.diagnostics()}")
+
+    def diagnostics(self):
+        parts = [f"--- {self.stdout_path}\n" + self.stdout_path.read_text(errors="replace")[-4000:]]
+        for name in ("envoy", "app", "login_api"):
+            log = self.run_dir / f"{name}.log"
+            if log.exists():
+                parts.append(f"--- {log}\n" + log.read_text(errors="replace")[-4000:])
+        return "\n".join(parts)
+
+    def stop(self, timeout=20):
+        """SIGTERM to demo.sh (by its PID) and wait; returns its exit status or None if it hangs."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill_leftovers(self, pids):
+        for pid in pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    for tool in (CHROMIUM, CHROMEDRIVER):
+        if not (os.path.isfile(tool) and os.access(tool, os.X_OK)):
+            raise AssertionError(f"{tool} not found: run scripts/setup.sh (Debian packages chromium, chromium-driver)")
+    d = Demo()
+    child_pids = []
+    try:
+        d.start()
+        child_pids = children_of(d.proc.pid)
+        d.child_pids = child_pids
+        yield d
+    finally:
+        # The last test stops demo.sh itself and checks it cleaned up; this is only the safety net.
+        d.stop()
+        d.kill_leftovers(child_pids)
+        print(d.diagnostics())
+
+
+@pytest.fixture(scope="module")
+def browser():
+    OUT.mkdir(parents=True, exist_ok=True)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1100,850", "--no-first-run", "--disable-extensions"):
+        options.add_argument(arg)
+    service = Service(executable_path=CHROMEDRIVER, log_output=str(OUT / "chromedriver.log"))
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.set_page_load_timeout(WAIT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(driver, predicate, what):
+    try:
+        return WebDriverWait(driver, WAIT_S, poll_frequency=0.1).until(lambda d: predicate(d))
+    except Exception as exc:  # TimeoutException: say what we were waiting for and where we are
+        raise AssertionError(f"timed out waiting for {what}; at {driver.current_url}: "
+                             f"{driver.find_element(By.TAG_NAME, 'body').text[:500]!r}") from exc
+
+
+def on_page(path, element_id):
+    """Predicate: the browser shows `path` and its document has the element `element_id`."""
+    return lambda d: urlsplit(d.current_url).path == path and bool(d.find_elements(By.ID, element_id))
+
+
+def path_of(driver):
+    url = urlsplit(driver.current_url)
+    return url.path + (f"?{url.query}" if url.query else "")
+
+
+def cookies_by_name(driver):
+    return {c["name"]: c for c in driver.get_cookies()}
+
+
+def submit_login(driver, email, password):
+    driver.find_element(By.ID, "email").clear()
+    driver.find_element(By.ID, "email").send_keys(email)
+    driver.find_element(By.ID, "password").clear()
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "submit").click()
+
+
+def text_of(driver, element_id):
+    return driver.find_element(By.ID, element_id).text
+
+
+def test_sign_in_rotate_and_log_out_in_chromium(demo, browser):
+    b = browser
+    # A protected page load without a session is sent to the login page, with where it wanted to go.
+    b.get(demo.base + "/admin?tab=1")
+    assert urlsplit(b.current_url).path == "/login"
+    assert parse_qs(urlsplit(b.current_url).query) == {"next": ["/admin?tab=1"]}
+    assert b.find_element(By.TAG_NAME, "h1").text == "Sign in"
+
+    # Wrong password: the form says so and no cookie is set.
+    submit_login(b, ALICE[0], "not-the-password")
+    wait_for(b, lambda d: "Invalid credentials" in text_of(d, "status"), "the invalid-credentials message")
+    assert text_of(b, "status") == "Invalid credentials (HTTP 401)"
+    assert b.get_cookies() == []
+
+    # Right password: back to where we wanted to go, signed in as Alice.
+    submit_login(b, *ALICE)
+    wait_for(b, on_page("/admin", "user-name"), "the admin page after login")
+    assert path_of(b) == "/admin?tab=1"
+    # Read the jar at once: the access cookie lives only ACCESS_TTL_S.
+    jar = cookies_by_name(b)
+    now = time.time()
+    assert text_of(b, "user-name") == "Alice Admin"
+    assert text_of(b, "user-id") == "1"
+    assert text_of(b, "user-role") == "admin"
+
+    # The four cookies are there, HttpOnly, Secure, SameSite=Strict, host-only, Path=/ ...
+    assert sorted(jar) == sorted(ALL_COOKIES)
+    for name, c in jar.items():
+        assert (c["httpOnly"], c["secure"], c["sameSite"], c["path"], c["domain"]) == \
+            (True, True, "Strict", "/", "localhost"), c
+    # ... with lifetimes from Max-Age: access_ttl_s for the ETLS access cookie, 7 days for the rest.
+    assert 0 < jar["accessTokenEtls"]["expiry"] - now <= ACCESS_TTL_S + 1
+    for name in ("refreshTokenEtls",) + API_COOKIES:
+        assert 604800 - 30 <= jar[name]["expiry"] - now <= 604800 + 1, name
+
+    b.get(demo.base + "/")
+    assert path_of(b) == "/"
+    assert b.find_element(By.TAG_NAME, "h1").text == "Protected page"
+    assert text_of(b, "user-name") == "Alice Admin"
+    b.save_screenshot(str(OUT / "signed-in.png"))
+    assert (OUT / "signed-in.png").stat().st_size > 0
+    # ... and page scripts cannot read any of them.
+    assert b.execute_script("return document.cookie") == ""
+    assert text_of(b, "js-cookies") == "(empty)"
+
+    old = {name: jar[name]["value"] for name in ALL_COOKIES}
+    old_access = jwt_claims(old["accessTokenEtls"])
+    assert old_access["exp"] - old_access["iat"] == ACCESS_TTL_S
+    assert old_access["userId"] == 1 and old_access["role"] == "admin"
+
+    # Past exp + clock_skew_s the access token is expired (the browser dropped its cookie after
+    # Max-Age already); a reload must still be signed in, through a rotation.
+    wait_until = old_access["exp"] + CLOCK_SKEW_S + 1
+    while time.time() < wait_until:  # bounded: at most ACCESS_TTL_S + CLOCK_SKEW_S + 1 s
+        time.sleep(0.2)
+    assert "accessTokenEtls" not in cookies_by_name(b)
+    b.refresh()
+    assert path_of(b) == "/"
+    assert b.find_element(By.TAG_NAME, "h1").text == "Protected page"
+    assert text_of(b, "user-name") == "Alice Admin"
+    assert text_of(b, "user-role") == "admin"
+    jar = cookies_by_name(b)
+    assert sorted(jar) == sorted(ALL_COOKIES)
+    assert jar["accessTokenEtls"]["value"] != old["accessTokenEtls"]
+    assert jar["refreshTokenEtls"]["value"] != old["refreshTokenEtls"]
+    # The login API's own tokens are not the filter's to rotate.
+    assert jar["accessToken"]["value"] == old["accessToken"]
+    assert jar["refreshToken"]["value"] == old["refreshToken"]
+    new_access = jwt_claims(jar["accessTokenEtls"]["value"])
+    assert new_access["userId"] == 1 and new_access["role"] == "admin"
+    assert new_access["exp"] > old_access["exp"]
+    assert jwt_claims(jar["refreshTokenEtls"]["value"])["jti"] != jwt_claims(old["refreshTokenEtls"])["jti"]
+
+    # Log out: back on the login page, every cookie gone, protected pages redirect again.
+    b.find_element(By.ID, "logout").click()
+    wait_for(b, on_page("/login", "login-form"), "the login page after logout")
+    assert b.get_cookies() == []
+    b.get(demo.base + "/")
+    assert urlsplit(b.current_url).path == "/login"
+    assert parse_qs(urlsplit(b.current_url).query) == {"next": ["/"]}
+
+
+def test_string_id_user_and_unsafe_next_in_chromium(demo, browser):
+    b = browser
+    b.delete_all_cookies()
+    # An absolute or protocol-relative next is ignored: the form goes to "/" on this site.
+    for evil in ("https://evil.example/", "//evil.example/x"):
+        b.get(demo.base + "/login?next=" + evil.replace("/", "%2F").replace(":", "%3A"))
+        submit_login(b, *BOB)
+        wait_for(b, on_page("/", "user-name"), "the home page after login")
+        assert urlsplit(b.current_url).netloc == urlsplit(demo.base).netloc
+        assert text_of(b, "user-name") == "Bob User"
+        assert text_of(b, "user-id") == "u-bob-42"
+        assert text_of(b, "user-role") == "user"
+        assert jwt_claims(cookies_by_name(b)["refreshTokenEtls"]["value"])["userId"] == "u-bob-42"
+        b.delete_all_cookies()
+    # The app decides on the role header: Bob is no admin.
+    b.get(demo.base + "/login?next=%2Fadmin")
+    submit_login(b, *BOB)
+    wait_for(b, lambda d: urlsplit(d.current_url).path == "/admin"
+             and d.find_element(By.TAG_NAME, "h1").text == "Forbidden", "the forbidden page")
+
+
+def test_demo_sh_stops_every_process_on_sigterm(demo):
+    pids = list(demo.child_pids)
+    assert len(pids) == 3, f"expected demo.sh to run 3 processes, found {pids}"
+    assert all(pid_alive(p) for p in pids)
+    status = demo.stop()
+    assert status is not None, "scripts/demo.sh did not exit within 20 s of SIGTERM"
+    assert status == 143
+    assert [p for p in pids if pid_alive(p)] == []
+    for port in (demo.listen, demo.admin, demo.app, demo.login_api):
+        assert port_is_free(port), port
+    assert "demo: stopped" in demo.stdout_path.read_text()
