@@ -323,3 +323,56 @@ def start_gateway(
             if "Address already in use" not in e.log_text() and "cannot bind" not in e.log_text():
                 raise
     raise paths.HarnessError(f"could not start Envoy {name}: {last}")
+
+
+class LdsListener:
+    """A listener served from a watched file (filesystem LDS), so a test can push a new plugin
+    configuration into a running Envoy and see whether it is taken or rejected.
+
+    `envoy` is started with only the admin, the static clusters and `lds_config`; `push(plugin)`
+    atomically replaces the listener file (the way Envoy's watched_directory expects)."""
+
+    def __init__(self, name: str, *, env: Mapping[str, str], clusters: Mapping[str, int], wasm: str | os.PathLike | None = None):
+        self.listener_port = free_port()
+        admin_port = free_port()
+        self.env = dict(env)
+        self.wasm = wasm
+        self._version = 0
+        self.dir = paths.out_dir("envoy", f"{name}-lds-{os.getpid()}-{next(_counter)}")
+        self.file = self.dir / "lds.json"
+        cfg = {
+            "node": {"id": name, "cluster": "etls-tests"},
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+            "dynamic_resources": {
+                "lds_config": {
+                    "resource_api_version": "V3",
+                    "path_config_source": {"path": str(self.file), "watched_directory": {"path": str(self.dir)}},
+                }
+            },
+            "static_resources": {"clusters": [static_cluster(n, p) for n, p in clusters.items()]},
+        }
+        self.envoy = Envoy(name, cfg, None, admin_port)
+
+    def push(self, plugin: Mapping[str, Any] | str) -> None:
+        self._version += 1
+        lst = listener(self.listener_port, [wasm_filter(plugin, self.env, self.wasm)])
+        lst["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
+        tmp = self.dir / "lds.json.tmp"
+        tmp.write_text(json.dumps({"version_info": str(self._version), "resources": [lst]}))
+        os.replace(tmp, self.file)
+
+    def lds_counts(self) -> tuple[int, int]:
+        """(update_success, update_rejected) of listener_manager.lds."""
+        return (self.envoy.stat("listener_manager.lds.update_success") or 0,
+                self.envoy.stat("listener_manager.lds.update_rejected") or 0)
+
+    def wait_counts(self, success: int, rejected: int, timeout: float = 20.0) -> tuple[int, int]:
+        """Poll (bounded) until the LDS counters reach at least the given values; returns them."""
+        deadline = time.monotonic() + timeout
+        got = self.lds_counts()
+        while time.monotonic() < deadline:
+            got = self.lds_counts()
+            if got[0] >= success and got[1] >= rejected:
+                return got
+            time.sleep(0.1)
+        return got
