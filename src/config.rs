@@ -1,0 +1,359 @@
+//! The plugin configuration: one JSON object (SPEC.md, Configuration), parsed and validated once,
+//! in `on_configure`, into a `Config` that every request shares. All defaults live here.
+//! No proxy_wasm here: secrets come through a lookup function, so native tools and tests use this
+//! exact code (`etls-config-check`).
+
+use std::time::Duration;
+
+use cookie::SameSite;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::core::cookies::{CookieNames, CookiePolicy};
+use crate::core::tokens::KeyRing;
+use crate::error::{ConfigError, SecretProblem};
+
+/// Longest cookie or token lifetime accepted: browsers cap `Max-Age` at 400 days.
+pub const MAX_TTL_S: u64 = 400 * 24 * 3600;
+/// Largest `clock_skew_s` accepted.
+pub const MAX_CLOCK_SKEW_S: u64 = 3600;
+/// Largest dispatched-call timeout accepted, in milliseconds.
+pub const MAX_TIMEOUT_MS: u64 = 300_000;
+/// Largest `max_login_body_bytes`: Envoy's default per-stream buffer is 1 MiB.
+pub const MAX_LOGIN_BODY_BYTES: u64 = 1024 * 1024;
+/// Shortest accepted HS256 secret, in bytes (RFC 7518 section 3.2).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Where and how a dispatched call goes.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Envoy cluster name.
+    pub cluster: String,
+    /// `:authority` of the call.
+    pub authority: String,
+    /// `:path` of the call.
+    pub path: String,
+    pub timeout: Duration,
+}
+
+/// The routes the filter answers itself (exact match on the path without its query).
+#[derive(Debug, Clone)]
+pub struct Routes {
+    pub login: String,
+    pub refresh: String,
+    pub logout: String,
+}
+
+/// Request headers that carry the verified identity to the app.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub user_id: String,
+    pub role: String,
+}
+
+/// A validated configuration. Built only by [`Config::parse`].
+pub struct Config {
+    /// The external login API.
+    pub login: Upstream,
+    /// The internal refresh cluster; `None` rotates inline. Its `path` is `routes.refresh`.
+    pub refresh: Option<Upstream>,
+    pub routes: Routes,
+    /// Where denied page loads are sent (a local path).
+    pub login_page: String,
+    /// Public path prefixes, each without a trailing slash (except the root).
+    pub public_paths: Vec<String>,
+    pub bypass_cors_preflight: bool,
+    pub access_ttl_s: u64,
+    pub refresh_ttl_s: u64,
+    pub clock_skew_s: u64,
+    pub cookies: CookiePolicy,
+    pub identity_headers: IdentityHeaders,
+    pub max_login_body_bytes: usize,
+    /// Keys that sign and verify access tokens.
+    pub access_keys: KeyRing,
+    /// Keys that sign and verify refresh tokens.
+    pub refresh_keys: KeyRing,
+}
+
+impl Config {
+    /// Parses and validates the plugin configuration `json`. `secret_of(name)` returns the raw
+    /// bytes of the Wasm VM environment variable `name`, if set.
+    ///
+    /// Errors name the key at fault: [`ConfigError::UnknownKey`], `WrongType`, `Missing`,
+    /// `BadValue`, `Secret`, or `NotJsonObject` when `json` is not one JSON object.
+    pub fn parse(
+        json: &[u8],
+        secret_of: impl Fn(&str) -> Option<Vec<u8>>,
+    ) -> Result<Config, ConfigError> {
+        let text = if json.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { json };
+        let map: Map<String, Value> = serde_json::from_slice(text)
+            .map_err(|e| ConfigError::NotJsonObject(e.to_string()))?;
+        let mut raw = Fields(map);
+
+        let login_cluster = raw.string("login_cluster")?.ok_or(ConfigError::Missing { key: "login_cluster" })?;
+        let login_cluster = non_empty("login_cluster", login_cluster)?;
+        let login_authority = match raw.string("login_authority")? {
+            Some(a) => authority("login_authority", a)?,
+            None => login_cluster.clone(),
+        };
+        let login_upstream_path = path("login_upstream_path", raw.string("login_upstream_path")?, "/login")?;
+        let login_timeout = timeout("login_timeout_ms", raw.number("login_timeout_ms")?, 5000)?;
+
+        let refresh_cluster = raw.string("refresh_cluster")?.map(|c| non_empty("refresh_cluster", c)).transpose()?;
+        let refresh_authority = raw.string("refresh_authority")?.map(|a| authority("refresh_authority", a)).transpose()?;
+        let refresh_timeout = timeout("refresh_timeout_ms", raw.number("refresh_timeout_ms")?, 2000)?;
+
+        let routes = Routes {
+            login: path("login_path", raw.string("login_path")?, "/api/auth/login")?,
+            refresh: path("refresh_path", raw.string("refresh_path")?, "/api/auth/refreshtoken")?,
+            logout: path("logout_path", raw.string("logout_path")?, "/api/auth/logout")?,
+        };
+        if routes.login == routes.refresh || routes.login == routes.logout || routes.refresh == routes.logout {
+            return Err(bad("logout_path", "login_path, refresh_path and logout_path must differ"));
+        }
+        let login_page = path("login_page", raw.string("login_page")?, "/login")?;
+
+        let public_paths = match raw.take::<Vec<String>>("public_paths", "an array of strings")? {
+            Some(list) => list,
+            None => vec!["/login".to_owned()],
+        };
+        let public_paths = public_paths
+            .into_iter()
+            .map(|p| path("public_paths", Some(p), "/").map(|p| trim_trailing_slash(&p)))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let bypass_cors_preflight = raw.boolean("bypass_cors_preflight")?.unwrap_or(true);
+        let access_ttl_s = ttl("access_ttl_s", raw.number("access_ttl_s")?, 900)?;
+        let refresh_ttl_s = ttl("refresh_ttl_s", raw.number("refresh_ttl_s")?, 604_800)?;
+        let clock_skew_s = raw.number("clock_skew_s")?.unwrap_or(5);
+        if clock_skew_s > MAX_CLOCK_SKEW_S {
+            return Err(bad("clock_skew_s", &format!("must be at most {MAX_CLOCK_SKEW_S}")));
+        }
+
+        let secure = raw.boolean("cookie_secure")?.unwrap_or(true);
+        let same_site = match raw.string("cookie_same_site")? {
+            None => SameSite::Strict,
+            Some(s) if s.eq_ignore_ascii_case("strict") => SameSite::Strict,
+            Some(s) if s.eq_ignore_ascii_case("lax") => SameSite::Lax,
+            Some(s) if s.eq_ignore_ascii_case("none") => SameSite::None,
+            Some(_) => return Err(bad("cookie_same_site", "must be \"Strict\", \"Lax\" or \"None\"")),
+        };
+        if same_site == SameSite::None && !secure {
+            return Err(bad("cookie_same_site", "\"None\" requires cookie_secure to be true"));
+        }
+        let domain = raw.string("cookie_domain")?.map(cookie_domain).transpose()?;
+        let names = CookieNames {
+            access: cookie_name("access_cookie", raw.string("access_cookie")?, "accessTokenEtls")?,
+            refresh: cookie_name("refresh_cookie", raw.string("refresh_cookie")?, "refreshTokenEtls")?,
+            upstream_access: cookie_name("upstream_access_cookie", raw.string("upstream_access_cookie")?, "accessToken")?,
+            upstream_refresh: cookie_name("upstream_refresh_cookie", raw.string("upstream_refresh_cookie")?, "refreshToken")?,
+        };
+        if !names.are_distinct() {
+            return Err(bad("access_cookie", "the four cookie names must differ"));
+        }
+
+        let identity_headers = IdentityHeaders {
+            user_id: header_name("user_id_header", raw.string("user_id_header")?, "x-etls-user-id")?,
+            role: header_name("role_header", raw.string("role_header")?, "x-etls-role")?,
+        };
+        if identity_headers.user_id == identity_headers.role {
+            return Err(bad("role_header", "must differ from user_id_header"));
+        }
+
+        let max_login_body_bytes = raw.number("max_login_body_bytes")?.unwrap_or(16_384);
+        if max_login_body_bytes == 0 || max_login_body_bytes > MAX_LOGIN_BODY_BYTES {
+            return Err(bad("max_login_body_bytes", &format!("must be between 1 and {MAX_LOGIN_BODY_BYTES}")));
+        }
+
+        let access_env = raw.string("access_secret_env")?.unwrap_or_else(|| "ETLS_ACCESS".to_owned());
+        let refresh_env = raw.string("refresh_secret_env")?.unwrap_or_else(|| "ETLS_REFRESH".to_owned());
+        let access_env = env_name("access_secret_env", access_env)?;
+        let refresh_env = env_name("refresh_secret_env", refresh_env)?;
+        raw.reject_leftovers()?;
+
+        let (access_keys, refresh_keys) =
+            load_keys(&access_env, &refresh_env, &secret_of)?;
+
+        let refresh = refresh_cluster.map(|cluster| Upstream {
+            authority: refresh_authority.unwrap_or_else(|| cluster.clone()),
+            cluster,
+            path: routes.refresh.clone(),
+            timeout: refresh_timeout,
+        });
+        Ok(Config {
+            login: Upstream {
+                cluster: login_cluster,
+                authority: login_authority,
+                path: login_upstream_path,
+                timeout: login_timeout,
+            },
+            refresh,
+            routes,
+            login_page,
+            public_paths,
+            bypass_cors_preflight,
+            access_ttl_s,
+            refresh_ttl_s,
+            clock_skew_s,
+            cookies: CookiePolicy::new(names, secure, same_site, domain, access_ttl_s, refresh_ttl_s),
+            identity_headers,
+            max_login_body_bytes: usize::try_from(max_login_body_bytes).unwrap_or(usize::MAX),
+            access_keys,
+            refresh_keys,
+        })
+    }
+}
+
+/// The keys of both kinds, current and `<NAME>_PREVIOUS`, checked for length and for overlap.
+fn load_keys(
+    access_env: &str,
+    refresh_env: &str,
+    secret_of: &impl Fn(&str) -> Option<Vec<u8>>,
+) -> Result<(KeyRing, KeyRing), ConfigError> {
+    let load = |key: &'static str, env: String, required: bool| -> Result<Option<Vec<u8>>, ConfigError> {
+        match secret_of(&env) {
+            None if required => Err(ConfigError::Secret { key, env, problem: SecretProblem::Missing }),
+            None => Ok(None),
+            Some(s) if s.len() < MIN_SECRET_BYTES => {
+                Err(ConfigError::Secret { key, env, problem: SecretProblem::TooShort })
+            }
+            Some(s) => Ok(Some(s)),
+        }
+    };
+    let access = load("access_secret_env", access_env.to_owned(), true)?.unwrap_or_default();
+    let refresh = load("refresh_secret_env", refresh_env.to_owned(), true)?.unwrap_or_default();
+    let access_previous = load("access_secret_env", format!("{access_env}_PREVIOUS"), false)?;
+    let refresh_previous = load("refresh_secret_env", format!("{refresh_env}_PREVIOUS"), false)?;
+
+    let access_all = [Some(&access), access_previous.as_ref()];
+    let refresh_all = [Some(&refresh), refresh_previous.as_ref()];
+    let overlap = access_all.iter().flatten().any(|a| refresh_all.iter().flatten().any(|r| a == r));
+    if overlap {
+        return Err(ConfigError::Secret {
+            key: "refresh_secret_env",
+            env: refresh_env.to_owned(),
+            problem: SecretProblem::SameAsOtherKind,
+        });
+    }
+    Ok((
+        KeyRing::new(&access, access_previous.as_deref()),
+        KeyRing::new(&refresh, refresh_previous.as_deref()),
+    ))
+}
+
+/// The configuration object, consumed key by key so that leftovers are unknown keys.
+struct Fields(Map<String, Value>);
+
+impl Fields {
+    /// Removes `key` and converts it; JSON `null` counts as absent.
+    fn take<T: DeserializeOwned>(&mut self, key: &'static str, expected: &'static str) -> Result<Option<T>, ConfigError> {
+        match self.0.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => serde_json::from_value(value)
+                .map(Some)
+                .map_err(|_| ConfigError::WrongType { key, expected }),
+        }
+    }
+    fn string(&mut self, key: &'static str) -> Result<Option<String>, ConfigError> {
+        self.take(key, "a string")
+    }
+    fn number(&mut self, key: &'static str) -> Result<Option<u64>, ConfigError> {
+        self.take(key, "a non-negative integer")
+    }
+    fn boolean(&mut self, key: &'static str) -> Result<Option<bool>, ConfigError> {
+        self.take(key, "true or false")
+    }
+    fn reject_leftovers(&self) -> Result<(), ConfigError> {
+        match self.0.keys().next() {
+            Some(key) => Err(ConfigError::UnknownKey(key.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+fn bad(key: &'static str, reason: &str) -> ConfigError {
+    ConfigError::BadValue { key, reason: reason.to_owned() }
+}
+
+fn non_empty(key: &'static str, value: String) -> Result<String, ConfigError> {
+    if value.trim().is_empty() || value.chars().any(char::is_control) {
+        return Err(bad(key, "must be a non-empty name without control characters"));
+    }
+    Ok(value)
+}
+
+fn authority(key: &'static str, value: String) -> Result<String, ConfigError> {
+    if value.is_empty() || value.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'/') {
+        return Err(bad(key, "must be a host[:port] without spaces or slashes"));
+    }
+    Ok(value)
+}
+
+/// A local path: starts with one `/`, no query, no whitespace or control characters.
+fn path(key: &'static str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
+    let value = value.unwrap_or_else(|| default.to_owned());
+    let is_local = value.starts_with('/') && !value.starts_with("//");
+    if !is_local || value.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#') {
+        return Err(bad(key, "must be a path starting with a single \"/\", without query, spaces or control characters"));
+    }
+    Ok(value)
+}
+
+fn trim_trailing_slash(path: &str) -> String {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() { "/".to_owned() } else { trimmed.to_owned() }
+}
+
+fn timeout(key: &'static str, value: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+    let ms = value.unwrap_or(default);
+    if ms == 0 || ms > MAX_TIMEOUT_MS {
+        return Err(bad(key, &format!("must be between 1 and {MAX_TIMEOUT_MS} milliseconds")));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+fn ttl(key: &'static str, value: Option<u64>, default: u64) -> Result<u64, ConfigError> {
+    let seconds = value.unwrap_or(default);
+    if seconds == 0 || seconds > MAX_TTL_S {
+        return Err(bad(key, &format!("must be between 1 and {MAX_TTL_S} seconds")));
+    }
+    Ok(seconds)
+}
+
+/// RFC 7230 `tchar`: what cookie and header names may be made of.
+fn is_token(value: &str) -> bool {
+    !value.is_empty()
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn cookie_name(key: &'static str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
+    let value = value.unwrap_or_else(|| default.to_owned());
+    if !is_token(&value) {
+        return Err(bad(key, "must be a cookie name (RFC 6265 token)"));
+    }
+    Ok(value)
+}
+
+fn header_name(key: &'static str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
+    let value = value.unwrap_or_else(|| default.to_owned()).to_ascii_lowercase();
+    const RESERVED: [&str; 5] = ["cookie", "host", "content-length", "transfer-encoding", "authorization"];
+    if !is_token(&value) || RESERVED.contains(&value.as_str()) {
+        return Err(bad(key, "must be a header name (RFC 7230 token) not used by HTTP itself"));
+    }
+    Ok(value)
+}
+
+fn cookie_domain(value: String) -> Result<String, ConfigError> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'.' || b == b'-';
+    if value.is_empty() || !value.bytes().all(allowed) {
+        return Err(bad("cookie_domain", "must be a domain name (letters, digits, dots, hyphens)"));
+    }
+    Ok(value)
+}
+
+fn env_name(key: &'static str, value: String) -> Result<String, ConfigError> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(bad(key, "must be an environment variable name (letters, digits, underscores)"));
+    }
+    Ok(value)
+}

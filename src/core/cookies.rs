@@ -1,0 +1,220 @@
+//! The only place that reads our cookies from a `Cookie` header and formats `Set-Cookie` values.
+//! Setting and clearing share one `CookiePolicy`, so a cleared cookie always carries the
+//! attributes it was set with (or the browser keeps it). No proxy_wasm here.
+
+use cookie::{Cookie, SameSite};
+
+/// The four cookie names (SPEC.md, Cookies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieNames {
+    /// The ETLS access token.
+    pub access: String,
+    /// The ETLS refresh token.
+    pub refresh: String,
+    /// The login API's own access token, passed on verbatim.
+    pub upstream_access: String,
+    /// The login API's own refresh token, passed on verbatim.
+    pub upstream_refresh: String,
+}
+
+impl CookieNames {
+    /// True when no two of the four names are equal.
+    pub fn are_distinct(&self) -> bool {
+        let all = [&self.access, &self.refresh, &self.upstream_access, &self.upstream_refresh];
+        all.iter().enumerate().all(|(i, a)| all.iter().skip(i + 1).all(|b| a != b))
+    }
+}
+
+/// Names and attributes of every cookie the filter sets, with the clearing set built once.
+#[derive(Debug, Clone)]
+pub struct CookiePolicy {
+    pub names: CookieNames,
+    pub secure: bool,
+    pub same_site: SameSite,
+    pub domain: Option<String>,
+    access_ttl_s: u64,
+    refresh_ttl_s: u64,
+    cleared: Vec<String>,
+}
+
+impl CookiePolicy {
+    /// Builds the policy; lifetimes are in seconds.
+    pub fn new(
+        names: CookieNames,
+        secure: bool,
+        same_site: SameSite,
+        domain: Option<String>,
+        access_ttl_s: u64,
+        refresh_ttl_s: u64,
+    ) -> Self {
+        let mut policy = CookiePolicy { names, secure, same_site, domain, access_ttl_s, refresh_ttl_s, cleared: Vec::new() };
+        let names = &policy.names;
+        policy.cleared = [&names.access, &names.refresh, &names.upstream_access, &names.upstream_refresh]
+            .iter()
+            .map(|name| policy.format(name, "", 0))
+            .collect();
+        policy
+    }
+
+    /// `Set-Cookie` for the ETLS access token (lives `access_ttl_s`).
+    pub fn set_access(&self, value: &str) -> String {
+        self.format(&self.names.access, value, self.access_ttl_s)
+    }
+
+    /// `Set-Cookie` for the ETLS refresh token (lives `refresh_ttl_s`).
+    pub fn set_refresh(&self, value: &str) -> String {
+        self.format(&self.names.refresh, value, self.refresh_ttl_s)
+    }
+
+    /// `Set-Cookie` values for the login API's own two tokens (both live `refresh_ttl_s`).
+    pub fn set_upstream(&self, access: &str, refresh: &str) -> [String; 2] {
+        [
+            self.format(&self.names.upstream_access, access, self.refresh_ttl_s),
+            self.format(&self.names.upstream_refresh, refresh, self.refresh_ttl_s),
+        ]
+    }
+
+    /// The four clearing `Set-Cookie` values: empty value, `Max-Age=0`, same attributes.
+    pub fn clear_all(&self) -> &[String] {
+        &self.cleared
+    }
+
+    fn format(&self, name: &str, value: &str, max_age_s: u64) -> String {
+        let max_age = i64::try_from(max_age_s).unwrap_or(i64::MAX);
+        let mut cookie = Cookie::build((name, value))
+            .http_only(true)
+            .path("/")
+            .secure(self.secure)
+            .same_site(self.same_site)
+            .max_age(cookie::time::Duration::seconds(max_age));
+        if let Some(domain) = &self.domain {
+            cookie = cookie.domain(domain.as_str());
+        }
+        cookie.build().to_string()
+    }
+}
+
+/// The value of the first cookie called `name` in a `Cookie` request header, if any.
+pub fn find<'h>(cookie_header: &'h str, name: &str) -> Option<&'h str> {
+    Cookie::split_parse(cookie_header)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .and_then(|c| c.value_raw())
+}
+
+/// The `Cookie` header to forward after a rotation: every other cookie kept in order, the two
+/// ETLS cookies replaced by (or added as) the new tokens.
+pub fn with_session(cookie_header: &str, names: &CookieNames, access: &str, refresh: &str) -> String {
+    let mut pairs: Vec<String> = Cookie::split_parse(cookie_header)
+        .filter_map(Result::ok)
+        .filter(|c| c.name() != names.access && c.name() != names.refresh)
+        .map(|c| c.stripped().to_string())
+        .collect();
+    pairs.push(format!("{}={access}", names.access));
+    pairs.push(format!("{}={refresh}", names.refresh));
+    pairs.join("; ")
+}
+
+/// The value of the cookie called `name` in one `Set-Cookie` header value, if that is its name.
+pub fn value_in_set_cookie<'s>(set_cookie: &'s str, name: &str) -> Option<&'s str> {
+    Cookie::parse(set_cookie)
+        .ok()
+        .filter(|c| c.name() == name)
+        .and_then(|c| c.value_raw())
+}
+
+/// True when `value` can be a cookie value as is (RFC 6265 `cookie-octet`s, not empty): the
+/// login API's tokens are passed on verbatim, so they must not smuggle in attributes.
+pub fn is_cookie_value(value: &str) -> bool {
+    !value.is_empty()
+        && value.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> CookiePolicy {
+        let names = CookieNames {
+            access: "accessTokenEtls".into(),
+            refresh: "refreshTokenEtls".into(),
+            upstream_access: "accessToken".into(),
+            upstream_refresh: "refreshToken".into(),
+        };
+        CookiePolicy::new(names, true, SameSite::Strict, None, 900, 604_800)
+    }
+
+    fn attributes(set_cookie: &str) -> Vec<String> {
+        let mut parts: Vec<String> = set_cookie.split("; ").skip(1).map(str::to_owned).collect();
+        parts.sort();
+        parts
+    }
+
+    #[test]
+    fn access_cookie_has_every_attribute_and_its_lifetime() {
+        let c = policy().set_access("abc.def.ghi");
+        assert!(c.starts_with("accessTokenEtls=abc.def.ghi; "), "{c}");
+        assert_eq!(attributes(&c), ["HttpOnly", "Max-Age=900", "Path=/", "SameSite=Strict", "Secure"]);
+    }
+
+    #[test]
+    fn refresh_and_upstream_cookies_live_refresh_ttl() {
+        let p = policy();
+        assert!(p.set_refresh("r").contains("Max-Age=604800"));
+        let [a, r] = p.set_upstream("ua", "ur");
+        assert!(a.starts_with("accessToken=ua; ") && a.contains("Max-Age=604800"), "{a}");
+        assert!(r.starts_with("refreshToken=ur; ") && r.contains("Max-Age=604800"), "{r}");
+    }
+
+    #[test]
+    fn clearing_cookies_keep_set_attributes_with_max_age_zero() {
+        let mut p = policy();
+        p = CookiePolicy::new(p.names.clone(), false, SameSite::Lax, Some("example.com".into()), 900, 604_800);
+        let cleared = p.clear_all();
+        assert_eq!(cleared.len(), 4);
+        let names: Vec<&str> = cleared.iter().map(|c| c.split('=').next().unwrap()).collect();
+        assert_eq!(names, ["accessTokenEtls", "refreshTokenEtls", "accessToken", "refreshToken"]);
+        for c in cleared {
+            assert!(c.contains("=; "), "{c}");
+            assert_eq!(attributes(c), ["Domain=example.com", "HttpOnly", "Max-Age=0", "Path=/", "SameSite=Lax"]);
+        }
+    }
+
+    #[test]
+    fn find_reads_the_first_cookie_of_that_name() {
+        let h = "a=1; accessTokenEtls=tok1; accessTokenEtls=tok2;refreshTokenEtls=r";
+        assert_eq!(find(h, "accessTokenEtls"), Some("tok1"));
+        assert_eq!(find(h, "refreshTokenEtls"), Some("r"));
+        assert_eq!(find(h, "missing"), None);
+        assert_eq!(find("", "a"), None);
+        assert_eq!(find(";;; =x; ==; accessTokenEtls", "accessTokenEtls"), None);
+        assert_eq!(find("accessTokenEtlsX=1", "accessTokenEtls"), None);
+    }
+
+    #[test]
+    fn with_session_replaces_our_cookies_and_keeps_the_rest() {
+        let names = policy().names;
+        let h = "theme=dark; accessTokenEtls=old; sid=x; refreshTokenEtls=oldr";
+        assert_eq!(with_session(h, &names, "A", "R"), "theme=dark; sid=x; accessTokenEtls=A; refreshTokenEtls=R");
+        assert_eq!(with_session("", &names, "A", "R"), "accessTokenEtls=A; refreshTokenEtls=R");
+    }
+
+    #[test]
+    fn set_cookie_values_are_read_by_name() {
+        let p = policy();
+        assert_eq!(value_in_set_cookie(&p.set_access("tok"), "accessTokenEtls"), Some("tok"));
+        assert_eq!(value_in_set_cookie(&p.set_access("tok"), "refreshTokenEtls"), None);
+        assert_eq!(value_in_set_cookie("garbage", "accessTokenEtls"), None);
+    }
+
+    #[test]
+    fn cookie_values_reject_attribute_smuggling() {
+        assert!(is_cookie_value("eyJhbGciOi.abc-_.x"));
+        assert!(!is_cookie_value(""));
+        assert!(!is_cookie_value("a; Domain=evil"));
+        assert!(!is_cookie_value("a,b"));
+        assert!(!is_cookie_value("a b"));
+        assert!(!is_cookie_value("a\"b"));
+        assert!(!is_cookie_value("a\r\nSet-Cookie: x=y"));
+    }
+}

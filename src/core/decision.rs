@@ -1,0 +1,178 @@
+//! What the shell must do next. Built only in `core`, carried out only in `filter::http`.
+//! No proxy_wasm here.
+
+use std::time::Duration;
+
+/// The core's answer to a request event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Send the request on to the app, after these header edits; add `set_cookies` to the response.
+    Forward(Forward),
+    /// Answer locally: a route's reply, a denial, or an error status.
+    Respond(LocalReply),
+    /// Pause the request and call a cluster; its answer goes to `core::on_reply` with `call.kind`.
+    Call(OutboundCall),
+    /// Pause the request and buffer its body (the login route); then call `core::login::on_body`.
+    ReadBody,
+}
+
+/// Why the core decided as it did: for logs and metrics (never carries a value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Outcome {
+    /// A protected request with a valid access token.
+    #[default]
+    SessionValid,
+    /// A protected request whose tokens were rotated inline.
+    RotatedInline,
+    /// A protected request whose tokens were rotated by the refresh cluster.
+    RotatedByCluster,
+    /// A public path, passed on untouched (identity headers removed).
+    Public,
+    /// A CORS preflight, passed on unchecked.
+    Preflight,
+    /// Denied: neither ETLS cookie.
+    DeniedNoSession,
+    /// Denied: the access token is missing or invalid and there is no refresh token.
+    DeniedNoRefresh,
+    /// Denied: the refresh token is invalid or expired.
+    DeniedRefreshInvalid,
+    /// Denied: the refresh cluster gave no usable answer.
+    DeniedRefreshCallFailed,
+    /// Login route: success.
+    LoginSucceeded,
+    /// Login route: the login API refused the credentials (4xx).
+    LoginRejected,
+    /// Login route: the login API rate-limited (429).
+    LoginRateLimited,
+    /// Login route: the login API failed (5xx, bad body, timeout, no connection).
+    LoginUpstreamFailed,
+    /// Login route: the client's request was bad (400, 405, 413).
+    LoginBadRequest,
+    /// Refresh route: new tokens issued.
+    Refreshed,
+    /// Refresh route: no or invalid refresh token, or wrong method.
+    RefreshRejected,
+    /// Logout route.
+    LoggedOut,
+    /// A route answered 405.
+    MethodNotAllowed,
+    /// An internal error (no configuration, minting failed): denied.
+    InternalError,
+}
+
+impl Outcome {
+    /// A stable snake_case name, used in logs and metric names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::SessionValid => "session_valid",
+            Outcome::RotatedInline => "rotated_inline",
+            Outcome::RotatedByCluster => "rotated_by_cluster",
+            Outcome::Public => "public",
+            Outcome::Preflight => "preflight",
+            Outcome::DeniedNoSession => "denied_no_session",
+            Outcome::DeniedNoRefresh => "denied_no_refresh",
+            Outcome::DeniedRefreshInvalid => "denied_refresh_invalid",
+            Outcome::DeniedRefreshCallFailed => "denied_refresh_call_failed",
+            Outcome::LoginSucceeded => "login_succeeded",
+            Outcome::LoginRejected => "login_rejected",
+            Outcome::LoginRateLimited => "login_rate_limited",
+            Outcome::LoginUpstreamFailed => "login_upstream_failed",
+            Outcome::LoginBadRequest => "login_bad_request",
+            Outcome::Refreshed => "refreshed",
+            Outcome::RefreshRejected => "refresh_rejected",
+            Outcome::LoggedOut => "logged_out",
+            Outcome::MethodNotAllowed => "method_not_allowed",
+            Outcome::InternalError => "internal_error",
+        }
+    }
+}
+
+/// How to forward a request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Forward {
+    pub outcome: Outcome,
+    /// Request headers to set (`Some`) or remove (`None`), in order.
+    pub header_edits: Vec<(String, Option<String>)>,
+    /// `Set-Cookie` values to add to the app's response, each as its own header.
+    pub set_cookies: Vec<String>,
+}
+
+/// A local reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub outcome: Outcome,
+    pub status: u32,
+    /// Headers, in order; `set-cookie` may repeat.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl LocalReply {
+    /// A reply with a JSON body and `content-type: application/json`.
+    pub fn json(outcome: Outcome, status: u32, body: impl Into<Vec<u8>>) -> LocalReply {
+        LocalReply {
+            outcome,
+            status,
+            headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+            body: body.into(),
+        }
+    }
+
+    /// The same reply with one more header.
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> LocalReply {
+        self.headers.push((name.to_owned(), value.into()));
+        self
+    }
+
+    /// The same reply with these `Set-Cookie` values, each its own header.
+    pub fn with_cookies<S: AsRef<str>>(mut self, cookies: &[S]) -> LocalReply {
+        self.headers.extend(cookies.iter().map(|c| ("set-cookie".to_owned(), c.as_ref().to_owned())));
+        self
+    }
+}
+
+/// Which dispatched call a reply belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// `POST login_upstream_path` to the login API.
+    Login,
+    /// `POST refresh_path` to the refresh cluster.
+    Refresh,
+}
+
+/// A call to dispatch to an Envoy cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundCall {
+    pub kind: CallKind,
+    pub cluster: String,
+    /// Pseudo-headers (`:method`, `:path`, `:authority`) and headers.
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    pub timeout: Duration,
+}
+
+/// The answer to a dispatched call, as the shell read it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamReply {
+    /// `:status`; 0 when missing or not a number.
+    pub status: u32,
+    /// Response headers (names lowercase); values may be any bytes.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body, read up to [`MAX_UPSTREAM_BODY_BYTES`].
+    pub body: Vec<u8>,
+    /// The full body size Envoy reported (may exceed `body.len()`).
+    pub body_size: usize,
+}
+
+/// Most body the shell reads from a dispatched call's answer; a longer one is a bad body.
+pub const MAX_UPSTREAM_BODY_BYTES: usize = 64 * 1024;
+
+impl UpstreamReply {
+    /// Every value of header `name`, as UTF-8 (values that are not are skipped).
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+    }
+}

@@ -1,0 +1,86 @@
+//! What the core needs to know about a request, gathered by the shell from the headers.
+//! Plain data; no proxy_wasm here.
+
+/// One request as the core sees it. Header values that are not UTF-8 arrive lossily decoded
+/// (a cookie value we issue is ASCII, so such bytes can only belong to other cookies).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestView {
+    /// `:method`, as sent.
+    pub method: String,
+    /// `:path`, with its query string.
+    pub path: String,
+    /// The `Cookie` header (several `Cookie` headers are joined with `; ` by the shell).
+    pub cookie: Option<String>,
+    /// The `Accept` header.
+    pub accept: Option<String>,
+    /// Whether an `Origin` header is present.
+    pub has_origin: bool,
+    /// Whether an `Access-Control-Request-Method` header is present.
+    pub has_cors_request_method: bool,
+    /// `Content-Length`, when present and a number.
+    pub content_length: Option<u64>,
+    /// True when the headers end the request (no body follows).
+    pub end_of_stream: bool,
+}
+
+impl RequestView {
+    /// The path without its query string.
+    pub fn path_only(&self) -> &str {
+        self.path.split_once('?').map_or(self.path.as_str(), |(path, _)| path)
+    }
+
+    /// True when the `Accept` header lists `text/html`: a page load, which is redirected.
+    pub fn accepts_html(&self) -> bool {
+        self.accept.as_deref().is_some_and(|accept| {
+            accept.split(',').any(|range| {
+                let mut parts = range.split(';');
+                let media = parts.next().unwrap_or_default().trim();
+                let refused = parts.any(|p| {
+                    p.trim().split_once('=').is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case("q") && v.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
+                });
+                media.eq_ignore_ascii_case("text/html") && !refused
+            })
+        })
+    }
+
+    /// True for a CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`.
+    pub fn is_cors_preflight(&self) -> bool {
+        self.method == "OPTIONS" && self.has_origin && self.has_cors_request_method
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_accept(accept: &str) -> RequestView {
+        RequestView { accept: Some(accept.to_owned()), ..RequestView::default() }
+    }
+
+    #[test]
+    fn accept_lists_html_only_when_text_html_is_named() {
+        assert!(with_accept("text/html,application/xhtml+xml,*/*;q=0.8").accepts_html());
+        assert!(with_accept("application/json, TEXT/HTML;q=0.5").accepts_html());
+        assert!(!with_accept("application/json").accepts_html());
+        assert!(!with_accept("*/*").accepts_html());
+        assert!(!with_accept("text/html;q=0").accepts_html());
+        assert!(!with_accept("text/htmlx").accepts_html());
+        assert!(!RequestView::default().accepts_html());
+    }
+
+    #[test]
+    fn query_is_not_part_of_the_path() {
+        let req = RequestView { path: "/a/b?x=1?y".into(), ..RequestView::default() };
+        assert_eq!(req.path_only(), "/a/b");
+    }
+
+    #[test]
+    fn preflight_needs_options_origin_and_request_method() {
+        let mut req = RequestView { method: "OPTIONS".into(), has_origin: true, has_cors_request_method: true, ..RequestView::default() };
+        assert!(req.is_cors_preflight());
+        req.has_cors_request_method = false;
+        assert!(!req.is_cors_preflight());
+        req = RequestView { method: "GET".into(), has_origin: true, has_cors_request_method: true, ..RequestView::default() };
+        assert!(!req.is_cors_preflight());
+    }
+}

@@ -1,0 +1,221 @@
+//! `AuthFilter`: one per request. Gathers the headers into a `RequestView`, asks the core, and
+//! carries out the `Decision` in one place, `apply`. Hostcalls go through
+//! `proxy_wasm::hostcalls` so a failure is a `Status` to handle, never a trap.
+
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, MapType};
+
+use crate::config::Config;
+use crate::core::{self, decision::*, login::BodyStep, request::RequestView};
+use crate::error::CallError;
+
+/// Where a request stands.
+enum Stage {
+    /// Headers not yet seen.
+    Started,
+    /// Buffering the login body.
+    ReadingBody,
+    /// Paused on a dispatched call; its answer must carry this token.
+    Calling { token: u32, kind: CallKind },
+    /// Sent on; these `Set-Cookie` values go on the response.
+    Forwarded { set_cookies: Vec<String> },
+    /// Answered locally.
+    Answered,
+}
+
+/// The per-request context.
+pub struct AuthFilter {
+    context_id: u32,
+    config: Option<Rc<Config>>,
+    request: RequestView,
+    stage: Stage,
+}
+
+impl AuthFilter {
+    pub fn new(context_id: u32, config: Option<Rc<Config>>) -> Self {
+        AuthFilter { context_id, config, request: RequestView::default(), stage: Stage::Started }
+    }
+
+    /// Carries out a decision; returns what the current callback should answer.
+    fn apply(&mut self, decision: Decision) -> Action {
+        match decision {
+            Decision::Forward(forward) => {
+                for (name, value) in &forward.header_edits {
+                    let edited = hostcalls::set_map_value_bytes(
+                        MapType::HttpRequestHeaders,
+                        name,
+                        value.as_deref().map(str::as_bytes),
+                    );
+                    if edited.is_err() {
+                        // Fail closed: without the edits the app could see spoofed identity.
+                        log::warn!("#{} could not edit request headers: denied", self.context_id);
+                        return self.apply(core::internal_error());
+                    }
+                }
+                log::debug!("#{} {}", self.context_id, forward.outcome.as_str());
+                self.stage = Stage::Forwarded { set_cookies: forward.set_cookies };
+                Action::Continue
+            }
+            Decision::Respond(reply) => {
+                log::debug!("#{} {} ({})", self.context_id, reply.outcome.as_str(), reply.status);
+                let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                if let Err(status) = hostcalls::send_http_response(reply.status, headers, Some(&reply.body)) {
+                    log::error!("#{} could not send the local reply: {status:?}", self.context_id);
+                }
+                self.stage = Stage::Answered;
+                Action::Pause
+            }
+            Decision::Call(call) => {
+                let headers: Vec<(&str, &str)> = call.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                match hostcalls::dispatch_http_call(&call.cluster, headers, call.body.as_deref(), Vec::new(), call.timeout) {
+                    Ok(token) => {
+                        self.stage = Stage::Calling { token, kind: call.kind };
+                        Action::Pause
+                    }
+                    Err(status) => {
+                        log::warn!("#{} dispatch to cluster {} failed: {status:?}", self.context_id, call.cluster);
+                        let failure = Err(CallError::Dispatch(format!("{status:?}")));
+                        let decision = match &self.config {
+                            Some(cfg) => core::on_reply(cfg, call.kind, &self.request, failure, now()),
+                            None => core::internal_error(),
+                        };
+                        self.apply(decision)
+                    }
+                }
+            }
+            Decision::ReadBody => {
+                self.stage = Stage::ReadingBody;
+                Action::Pause
+            }
+        }
+    }
+
+    /// The login body is complete: fetch it and let the core decide.
+    fn finish_body(&mut self, cfg: &Config, body_size: usize) -> Action {
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size).ok().flatten().unwrap_or_default();
+        self.apply(core::login::on_body(cfg, &body))
+    }
+}
+
+impl Context for AuthFilter {
+    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let Stage::Calling { token, kind } = self.stage else { return };
+        if token != token_id {
+            return;
+        }
+        let Some(cfg) = self.config.clone() else {
+            self.apply(core::internal_error());
+            return;
+        };
+        let reply = if num_headers == 0 {
+            Err(CallError::NoResponse)
+        } else {
+            Ok(read_call_reply(body_size))
+        };
+        let decision = core::on_reply(&cfg, kind, &self.request, reply, now());
+        if let Action::Continue = self.apply(decision) {
+            if let Err(status) = hostcalls::resume_http_request() {
+                log::error!("#{} could not resume the request: {status:?}", self.context_id);
+            }
+        }
+    }
+}
+
+impl HttpContext for AuthFilter {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(cfg) = self.config.clone() else {
+            return self.apply(core::unconfigured());
+        };
+        self.request = gather_request(end_of_stream);
+        let decision = core::decide(&cfg, &self.request, now());
+        self.apply(decision)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match self.stage {
+            Stage::ReadingBody => {
+                let Some(cfg) = self.config.clone() else { return self.apply(core::unconfigured()) };
+                match core::login::on_body_progress(&cfg, body_size, end_of_stream) {
+                    BodyStep::Wait => Action::Pause,
+                    BodyStep::Ready => self.finish_body(&cfg, body_size),
+                    BodyStep::Answer(decision) => self.apply(decision),
+                }
+            }
+            // Hold the body until the call decides: continuing here would send the request on.
+            Stage::Calling { .. } | Stage::Answered => Action::Pause,
+            Stage::Started | Stage::Forwarded { .. } => Action::Continue,
+        }
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        match self.stage {
+            Stage::ReadingBody => {
+                // Trailers end the body.
+                let Some(cfg) = self.config.clone() else { return self.apply(core::unconfigured()) };
+                let limit = cfg.max_login_body_bytes.saturating_add(1);
+                self.finish_body(&cfg, limit)
+            }
+            Stage::Calling { .. } | Stage::Answered => Action::Pause,
+            Stage::Started | Stage::Forwarded { .. } => Action::Continue,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Stage::Forwarded { set_cookies } = &mut self.stage {
+            for cookie in std::mem::take(set_cookies) {
+                if let Err(status) = hostcalls::add_map_value(MapType::HttpResponseHeaders, "set-cookie", &cookie) {
+                    log::error!("#{} could not add Set-Cookie: {status:?}", self.context_id);
+                }
+            }
+        }
+        Action::Continue
+    }
+}
+
+/// Unix seconds now; 0 if the host cannot tell (every token then fails its time checks).
+fn now() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d: Duration| d.as_secs())
+}
+
+fn request_header(name: &str) -> Option<String> {
+    let bytes = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok().flatten()?;
+    Some(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+fn gather_request(end_of_stream: bool) -> RequestView {
+    let method = request_header(":method").unwrap_or_default();
+    let is_options = method == "OPTIONS";
+    RequestView {
+        path: request_header(":path").unwrap_or_default(),
+        cookie: request_header("cookie"),
+        accept: request_header("accept"),
+        // Only a preflight needs these two.
+        has_origin: is_options && request_header("origin").is_some(),
+        has_cors_request_method: is_options && request_header("access-control-request-method").is_some(),
+        content_length: request_header("content-length").and_then(|v| v.trim().parse().ok()),
+        end_of_stream,
+        method,
+    }
+}
+
+fn read_call_reply(body_size: usize) -> UpstreamReply {
+    let headers: Vec<(String, Vec<u8>)> = hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).unwrap_or_default();
+    let status = headers
+        .iter()
+        .find(|(name, _)| name == ":status")
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size.min(MAX_UPSTREAM_BODY_BYTES))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    UpstreamReply { status, headers, body, body_size }
+}

@@ -1,0 +1,17 @@
+//! etls-auth: a cookie-session filter for Envoy and Istio (proxy-wasm, wasm32-wasip1).
+//! `core` decides, `filter` (built for wasm only) carries out. See README, Architecture.
+
+pub mod config;
+pub mod core;
+pub mod error;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(filter::AuthRoot::default())
+    });
+}}
