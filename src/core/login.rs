@@ -128,3 +128,113 @@ fn upstream_failed(status: u32) -> Decision {
     };
     Decision::Respond(LocalReply::json(Outcome::LoginUpstreamFailed, status, body))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::decision::CallKind;
+    use crate::core::testing::*;
+    use serde_json::json;
+
+    fn respond(d: Decision) -> (u32, String, Vec<(String, String)>) {
+        match d {
+            Decision::Respond(r) => (r.status, String::from_utf8(r.body).unwrap(), r.headers),
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    fn reply(status: u32, body: &str) -> UpstreamReply {
+        UpstreamReply { status, headers: vec![], body: body.as_bytes().to_vec(), body_size: body.len() }
+    }
+
+    #[test]
+    fn only_post_is_allowed() {
+        let (s, _, h) = respond(on_headers(&config(), &req("GET", "/api/auth/login", None)));
+        assert_eq!(s, 405);
+        assert!(h.contains(&("allow".to_owned(), "POST".to_owned())));
+    }
+
+    #[test]
+    fn body_is_read_then_checked() {
+        let cfg = config();
+        let mut r = req("POST", "/api/auth/login", None);
+        r.end_of_stream = false;
+        assert_eq!(on_headers(&cfg, &r), Decision::ReadBody);
+        r.content_length = Some(16_385);
+        assert_eq!(respond(on_headers(&cfg, &r)).0, 413);
+        assert!(matches!(on_body_progress(&cfg, 16_385, false), BodyStep::Answer(_)));
+        assert_eq!(on_body_progress(&cfg, 100, false), BodyStep::Wait);
+        assert_eq!(on_body_progress(&cfg, 16_384, true), BodyStep::Ready);
+        r.end_of_stream = true;
+        r.content_length = None;
+        assert_eq!(respond(on_headers(&cfg, &r)).0, 400, "no body at all");
+    }
+
+    #[test]
+    fn credentials_must_be_two_strings() {
+        let cfg = config();
+        for bad in ["", "nope", "[]", r#"{"email":"a"}"#, r#"{"email":"a","password":5}"#, r#"{"email":null,"password":"p"}"#] {
+            assert_eq!(respond(on_body(&cfg, bad.as_bytes())).0, 400, "{bad}");
+        }
+        let Decision::Call(call) = on_body(&cfg, br#"{"email":"a@b.c","password":"p\"w","extra":1}"#) else { panic!() };
+        assert_eq!(call.kind, CallKind::Login);
+        assert_eq!(call.cluster, "login_api");
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(call.body.as_ref().unwrap()).unwrap(), json!({"email": "a@b.c", "password": "p\"w"}));
+        assert!(call.headers.contains(&(":path".to_owned(), "/login".to_owned())));
+        assert!(call.headers.contains(&("content-type".to_owned(), "application/json".to_owned())));
+        assert_eq!(call.timeout, std::time::Duration::from_millis(5000));
+    }
+
+    #[test]
+    fn success_sets_four_cookies_and_echoes_user_data() {
+        let cfg = config();
+        let body = r#"{"accessToken":"up.acc","refreshToken":"up.ref","userData":{"name":"Al","id":7,"role":"admin"}}"#;
+        let (s, b, h) = respond(on_reply(&cfg, Ok(reply(200, body)), NOW));
+        assert_eq!(s, 200);
+        assert_eq!(b, r#"{"message":"Login successful","userData":{"name":"Al","id":7,"role":"admin"}}"#);
+        let cookies: Vec<&String> = h.iter().filter(|(n, _)| n == "set-cookie").map(|(_, v)| v).collect();
+        assert_eq!(cookies.len(), 4);
+        assert!(cookies[0].starts_with("accessToken=up.acc; "));
+        assert!(cookies[1].starts_with("refreshToken=up.ref; "));
+        let access = crate::core::cookies::value_in_set_cookie(cookies[2], "accessTokenEtls").unwrap();
+        assert_eq!(payload(access), json!({"userId": 7, "role": "admin", "iat": NOW, "exp": NOW + 900}));
+    }
+
+    #[test]
+    fn every_failure_maps_to_its_status_without_cookies() {
+        let cfg = config();
+        let mut limited = reply(429, "{}");
+        limited.headers.push(("retry-after".into(), b"30".to_vec()));
+        let cases = [
+            (Ok(reply(401, "{}")), 401),
+            (Ok(reply(403, "")), 401),
+            (Ok(reply(404, "")), 401),
+            (Ok(limited), 429),
+            (Ok(reply(500, "")), 502),
+            (Ok(reply(503, "")), 502),
+            (Ok(reply(504, "")), 504),
+            (Ok(reply(302, "")), 502),
+            (Ok(reply(200, "not json")), 502),
+            (Ok(reply(200, r#"{"accessToken":"a","refreshToken":"r"}"#)), 502),
+            (Ok(reply(200, r#"{"accessToken":"a","refreshToken":"r","userData":{}}"#)), 502),
+            (Ok(reply(200, r#"{"accessToken":1,"refreshToken":"r","userData":{"id":1}}"#)), 502),
+            (Ok(reply(200, r#"{"accessToken":"a;b","refreshToken":"r","userData":{"id":1}}"#)), 502),
+            (Ok(reply(200, r#"{"accessToken":"a","refreshToken":"r","userData":{"id":{"x":1}}}"#)), 502),
+            (Ok(UpstreamReply { body_size: 10_000_000, ..reply(200, "{}") }), 502),
+            (Err(CallError::NoResponse), 502),
+            (Err(CallError::Dispatch("BadArgument".into())), 502),
+        ];
+        for (answer, expected) in cases {
+            let (s, _, h) = respond(on_reply(&cfg, answer.clone(), NOW));
+            assert_eq!(s, expected, "{answer:?}");
+            assert!(!h.iter().any(|(n, _)| n == "set-cookie"), "{answer:?}");
+        }
+        let mut limited = reply(429, "");
+        limited.headers.push(("Retry-After".into(), b"120".to_vec()));
+        let (_, b, h) = respond(on_reply(&cfg, Ok(limited), NOW));
+        assert!(h.contains(&("retry-after".to_owned(), "120".to_owned())));
+        assert!(b.contains("error"));
+        let (_, b, _) = respond(on_reply(&cfg, Ok(reply(401, "")), NOW));
+        assert_eq!(b, r#"{"error":"Invalid credentials"}"#);
+    }
+}

@@ -156,3 +156,197 @@ fn identity_edits(cfg: &Config, identity: Option<&Identity>) -> Vec<(String, Opt
         (cfg.identity_headers.role.clone(), identity.and_then(Identity::role_header)),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::decide;
+    use crate::core::decision::{CallKind, UpstreamReply};
+    use crate::core::testing::*;
+    use serde_json::json;
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Tok {
+        Missing,
+        Valid,
+        Expired,
+        Forged,
+        WrongKind,
+    }
+
+    fn access_cookie(t: Tok) -> Option<String> {
+        let v = match t {
+            Tok::Missing => return None,
+            Tok::Valid => access(NOW + 100),
+            Tok::Expired => access(NOW - 100),
+            Tok::Forged => token(b"forged-secret-forged-secret-forged!!", json!({"userId": 42}), None, Some(NOW + 100)),
+            Tok::WrongKind => refresh(NOW + 100),
+        };
+        Some(format!("accessTokenEtls={v}"))
+    }
+
+    fn refresh_cookie(t: Tok) -> Option<String> {
+        let v = match t {
+            Tok::Missing => return None,
+            Tok::Valid => refresh(NOW + 100),
+            Tok::Expired => refresh(NOW - 100),
+            Tok::Forged => token(b"forged-secret-forged-secret-forged!!", json!({"userId": 42}), None, Some(NOW + 100)),
+            Tok::WrongKind => access(NOW + 100),
+        };
+        Some(format!("refreshTokenEtls={v}"))
+    }
+
+    fn cookie(a: Tok, r: Tok) -> Option<String> {
+        let parts: Vec<String> = [Some("theme=dark".to_owned()), access_cookie(a), refresh_cookie(r)].into_iter().flatten().collect();
+        Some(parts.join("; "))
+    }
+
+    fn outcome(d: &Decision) -> Outcome {
+        match d {
+            Decision::Forward(f) => f.outcome,
+            Decision::Respond(r) => r.outcome,
+            Decision::Call(_) => panic!("call"),
+            Decision::ReadBody => panic!("read body"),
+        }
+    }
+
+    #[test]
+    fn protected_decision_table() {
+        use Tok::*;
+        let all = [Missing, Valid, Expired, Forged, WrongKind];
+        let inline = config();
+        let clustered = config_with(json!({"refresh_cluster": "etls_refresh"}));
+        for a in all {
+            for r in all {
+                let request = req("GET", "/dashboard?x=1", cookie(a, r).as_deref());
+                let d = decide(&inline, &request, NOW);
+                let expected = match (a, r) {
+                    (Valid, _) => Outcome::SessionValid,
+                    (_, Valid) => Outcome::RotatedInline,
+                    (Missing, Missing) => Outcome::DeniedNoSession,
+                    (_, Missing) => Outcome::DeniedNoRefresh,
+                    _ => Outcome::DeniedRefreshInvalid,
+                };
+                assert_eq!(outcome(&d), expected, "inline: access {a:?}, refresh {r:?}");
+                let d = decide(&clustered, &request, NOW);
+                match (a, r) {
+                    (Valid, _) => assert_eq!(outcome(&d), Outcome::SessionValid),
+                    (_, Valid) => assert!(matches!(d, Decision::Call(ref c) if c.kind == CallKind::Refresh), "cluster: {a:?} {r:?}"),
+                    _ => assert_eq!(outcome(&d), expected, "cluster: access {a:?}, refresh {r:?}"),
+                }
+                // The same cookies on a public path never matter.
+                let public = decide(&inline, &req("GET", "/login?next=%2F", cookie(a, r).as_deref()), NOW);
+                assert_eq!(outcome(&public), Outcome::Public);
+            }
+        }
+    }
+
+    #[test]
+    fn valid_access_forwards_with_identity_headers() {
+        let d = decide(&config(), &req("GET", "/x", cookie(Tok::Valid, Tok::Missing).as_deref()), NOW);
+        let Decision::Forward(f) = d else { panic!("{d:?}") };
+        assert_eq!(f.header_edits, vec![
+            ("x-etls-user-id".to_owned(), Some("42".to_owned())),
+            ("x-etls-role".to_owned(), Some("admin".to_owned())),
+        ]);
+        assert!(f.set_cookies.is_empty());
+    }
+
+    #[test]
+    fn public_paths_and_preflights_strip_identity_headers() {
+        let cfg = config();
+        let d = decide(&cfg, &req("GET", "/login", None), NOW);
+        let Decision::Forward(f) = d else { panic!() };
+        assert_eq!(f.header_edits, vec![("x-etls-user-id".to_owned(), None), ("x-etls-role".to_owned(), None)]);
+        let mut preflight = req("OPTIONS", "/api/data", None);
+        preflight.has_origin = true;
+        preflight.has_cors_request_method = true;
+        assert_eq!(outcome(&decide(&cfg, &preflight, NOW)), Outcome::Preflight);
+        let no_bypass = config_with(json!({"bypass_cors_preflight": false}));
+        assert_eq!(outcome(&decide(&no_bypass, &preflight, NOW)), Outcome::DeniedNoSession);
+        preflight.has_cors_request_method = false;
+        assert_eq!(outcome(&decide(&cfg, &preflight, NOW)), Outcome::DeniedNoSession, "OPTIONS alone is no preflight");
+    }
+
+    #[test]
+    fn expired_access_valid_refresh_rotates_both() {
+        let cfg = config();
+        let d = decide(&cfg, &req("POST", "/api/items", cookie(Tok::Expired, Tok::Valid).as_deref()), NOW);
+        let Decision::Forward(f) = d else { panic!() };
+        assert_eq!(f.outcome, Outcome::RotatedInline);
+        assert_eq!(f.set_cookies.len(), 2);
+        let new_access = cookies::value_in_set_cookie(&f.set_cookies[0], "accessTokenEtls").unwrap();
+        let new_refresh = cookies::value_in_set_cookie(&f.set_cookies[1], "refreshTokenEtls").unwrap();
+        assert_eq!(payload(new_access), json!({"userId": 42, "role": "admin", "iat": NOW, "exp": NOW + 900}));
+        assert_eq!(payload(new_refresh)["role"], json!("admin"));
+        let forwarded_cookie = f.header_edits.iter().find(|(n, _)| n == "cookie").and_then(|(_, v)| v.clone()).unwrap();
+        assert_eq!(forwarded_cookie, format!("theme=dark; accessTokenEtls={new_access}; refreshTokenEtls={new_refresh}"));
+        assert!(f.header_edits.contains(&("x-etls-user-id".to_owned(), Some("42".to_owned()))));
+    }
+
+    #[test]
+    fn deny_redirects_page_loads_and_answers_401_otherwise() {
+        let cfg = config();
+        let mut page = req("GET", "/dash?tab=2", None);
+        page.accept = Some("text/html,*/*".into());
+        let Decision::Respond(r) = decide(&cfg, &page, NOW) else { panic!() };
+        assert_eq!(r.status, 302);
+        assert!(r.headers.contains(&("location".to_owned(), "/login?next=%2Fdash%3Ftab%3D2".to_owned())));
+        assert_eq!(r.headers.iter().filter(|(n, _)| n == "set-cookie").count(), 4);
+        let Decision::Respond(r) = decide(&cfg, &req("GET", "/dash", None), NOW) else { panic!() };
+        assert_eq!((r.status, r.body.as_slice()), (401, &br#"{"error":"Unauthorized"}"#[..]));
+        let cleared: Vec<&String> = r.headers.iter().filter(|(n, _)| n == "set-cookie").map(|(_, v)| v).collect();
+        assert_eq!(cleared, cfg.cookies.clear_all().iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn refresh_cluster_reply_is_checked_before_use() {
+        let cfg = config_with(json!({"refresh_cluster": "etls_refresh"}));
+        let request = req("GET", "/x", cookie(Tok::Expired, Tok::Valid).as_deref());
+        let pair = tokens::mint_pair(&cfg, &Identity::new(json!(42), Some(json!("admin"))).unwrap(), NOW).unwrap();
+        let good = UpstreamReply {
+            status: 200,
+            headers: vec![
+                ("set-cookie".into(), cfg.cookies.set_access(&pair.access).into_bytes()),
+                ("set-cookie".into(), cfg.cookies.set_refresh(&pair.refresh).into_bytes()),
+            ],
+            ..UpstreamReply::default()
+        };
+        assert_eq!(outcome(&on_refresh_reply(&cfg, &request, Ok(good.clone()), NOW)), Outcome::RotatedByCluster);
+        let failures = [
+            Err(CallError::NoResponse),
+            Ok(UpstreamReply { status: 401, ..good.clone() }),
+            Ok(UpstreamReply { headers: vec![], ..good.clone() }),
+            Ok(UpstreamReply { headers: vec![("set-cookie".into(), cfg.cookies.set_access(&access(NOW - 100)).into_bytes()), ("set-cookie".into(), cfg.cookies.set_refresh(&pair.refresh).into_bytes())], ..good.clone() }),
+        ];
+        for failure in failures {
+            assert_eq!(outcome(&on_refresh_reply(&cfg, &request, failure, NOW)), Outcome::DeniedRefreshCallFailed);
+        }
+    }
+
+    #[test]
+    fn refresh_route_answers_per_contract() {
+        let cfg = config();
+        let body = |d: Decision| match d { Decision::Respond(r) => (r.status, String::from_utf8(r.body).unwrap(), r.headers), other => panic!("{other:?}") };
+        let (s, b, _) = body(decide(&cfg, &req("POST", "/api/auth/refreshtoken", None), NOW));
+        assert_eq!((s, b.as_str()), (401, r#"{"error":"No refresh token provided"}"#));
+        let (s, b, _) = body(decide(&cfg, &req("POST", "/api/auth/refreshtoken", cookie(Tok::Valid, Tok::Expired).as_deref()), NOW));
+        assert_eq!((s, b.as_str()), (401, r#"{"error":"Invalid refresh token"}"#));
+        let (s, b, h) = body(decide(&cfg, &req("POST", "/api/auth/refreshtoken?x", cookie(Tok::Missing, Tok::Valid).as_deref()), NOW));
+        assert_eq!((s, b.as_str()), (200, r#"{"message":"Tokens refreshed"}"#));
+        assert_eq!(h.iter().filter(|(n, _)| n == "set-cookie").count(), 2);
+        let (s, _, h) = body(decide(&cfg, &req("GET", "/api/auth/refreshtoken", None), NOW));
+        assert_eq!(s, 405);
+        assert!(h.contains(&("allow".to_owned(), "POST".to_owned())));
+    }
+
+    #[test]
+    fn logout_clears_all_four_with_or_without_session() {
+        let cfg = config();
+        for c in [None, cookie(Tok::Valid, Tok::Valid)] {
+            let Decision::Respond(r) = decide(&cfg, &req("POST", "/api/auth/logout", c.as_deref()), NOW) else { panic!() };
+            assert_eq!((r.status, r.body.as_slice()), (200, &br#"{"message":"Logged out"}"#[..]));
+            assert_eq!(r.headers.iter().filter(|(n, _)| n == "set-cookie").count(), 4);
+        }
+    }
+}

@@ -165,3 +165,151 @@ fn verify_with(key: &HS256Key, token: &str, now: u64, clock_skew_s: u64) -> Resu
         _ => TokenError::Malformed,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::testing::*;
+    use serde_json::json;
+
+    fn verify_access(cfg: &Config, token: &str) -> Result<Identity, TokenError> {
+        verify(cfg, TokenKind::Access, token, NOW)
+    }
+
+    #[test]
+    fn minted_pair_has_the_contract_claims() {
+        let cfg = config();
+        let identity = Identity::new(json!(42), Some(json!("admin"))).unwrap();
+        let pair = mint_pair(&cfg, &identity, NOW).unwrap();
+        let a = payload(&pair.access);
+        assert_eq!(a, json!({"userId": 42, "role": "admin", "iat": NOW, "exp": NOW + 900}));
+        let r = payload(&pair.refresh);
+        assert_eq!(r["userId"], json!(42));
+        assert_eq!(r["role"], json!("admin"));
+        assert_eq!(r["exp"].as_u64().unwrap() - r["iat"].as_u64().unwrap(), 604_800);
+        assert_eq!(r["jti"].as_str().unwrap().len(), 32);
+        let again = mint_pair(&cfg, &identity, NOW).unwrap();
+        assert_ne!(payload(&again.refresh)["jti"], r["jti"]);
+        assert_eq!(verify(&cfg, TokenKind::Refresh, &pair.refresh, NOW).unwrap(), identity);
+    }
+
+    #[test]
+    fn string_user_id_stays_a_string_and_role_is_optional() {
+        let cfg = config();
+        let identity = Identity::new(json!("u-7"), None).unwrap();
+        let pair = mint_pair(&cfg, &identity, NOW).unwrap();
+        assert_eq!(payload(&pair.access), json!({"userId": "u-7", "iat": NOW, "exp": NOW + 900}));
+        let back = verify_access(&cfg, &pair.access).unwrap();
+        assert_eq!(back.user_id_header().as_deref(), Some("u-7"));
+        assert_eq!(back.role_header(), None);
+    }
+
+    #[test]
+    fn expiry_honours_the_leeway_edge() {
+        let cfg = config(); // clock_skew_s 5
+        assert!(verify_access(&cfg, &access(NOW)).is_ok());
+        assert!(verify_access(&cfg, &access(NOW - 5)).is_ok(), "exactly at the leeway is still valid");
+        assert_eq!(verify_access(&cfg, &access(NOW - 6)), Err(TokenError::Expired));
+        assert_eq!(verify_access(&cfg, &access(NOW - 3600)), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn not_yet_valid_tokens_are_refused_beyond_the_leeway() {
+        let cfg = config();
+        let claims = json!({"userId": 1, "nbf": NOW + 60});
+        let early = token(ACCESS_SECRET, claims, None, Some(NOW + 900));
+        assert_eq!(verify_access(&cfg, &early), Err(TokenError::NotYetValid));
+        let claims = json!({"userId": 1, "nbf": NOW + 5});
+        assert!(verify_access(&cfg, &token(ACCESS_SECRET, claims, None, Some(NOW + 900))).is_ok());
+        let future_iat = token(ACCESS_SECRET, json!({"userId": 1}), Some(NOW + 600), Some(NOW + 900));
+        assert_eq!(verify_access(&cfg, &future_iat), Err(TokenError::NotYetValid));
+    }
+
+    #[test]
+    fn jose_style_token_without_iat_is_accepted() {
+        let cfg = config();
+        let jose = token(ACCESS_SECRET, json!({"userId": 5, "role": "user"}), None, Some(NOW + 100));
+        let identity = verify_access(&cfg, &jose).unwrap();
+        assert_eq!(identity.user_id, json!(5));
+        assert_eq!(identity.role_header().as_deref(), Some("user"));
+    }
+
+    #[test]
+    fn wrong_key_tampering_and_kind_confusion_are_refused() {
+        let cfg = config();
+        let good = access(NOW + 100);
+        assert_eq!(verify_access(&cfg, &token(b"another-secret-of-enough-length-000", json!({"userId": 1}), None, Some(NOW + 100))), Err(TokenError::BadSignature));
+        assert_eq!(verify(&cfg, TokenKind::Access, &refresh(NOW + 100), NOW), Err(TokenError::BadSignature), "refresh token used as access");
+        assert_eq!(verify(&cfg, TokenKind::Refresh, &good, NOW), Err(TokenError::BadSignature), "access token used as refresh");
+        let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+        let forged_payload = {
+            use jwt_simple::prelude::Base64UrlSafeNoPadding;
+            use jwt_simple::reexports::ct_codecs::Encoder;
+            Base64UrlSafeNoPadding::encode_to_string(br#"{"userId":1,"role":"admin","exp":9999999999}"#).unwrap()
+        };
+        parts[1] = forged_payload;
+        assert_eq!(verify_access(&cfg, &parts.join(".")), Err(TokenError::BadSignature));
+        let mut sig_flipped = good.clone();
+        let last = sig_flipped.pop().unwrap();
+        sig_flipped.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(verify_access(&cfg, &sig_flipped).is_err());
+    }
+
+    #[test]
+    fn alg_none_and_other_algs_are_refused() {
+        let cfg = config();
+        use jwt_simple::prelude::{Base64UrlSafeNoPadding, HS384Key, HS512Key, JWTClaims};
+        use jwt_simple::reexports::ct_codecs::Encoder;
+        let b64 = |s: &str| Base64UrlSafeNoPadding::encode_to_string(s.as_bytes()).unwrap();
+        let body = b64(&format!(r#"{{"userId":1,"exp":{}}}"#, NOW + 100));
+        let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), body);
+        assert!(verify_access(&cfg, &none).is_err());
+        let none_upper = format!("{}.{}.", b64(r#"{"alg":"NONE"}"#), body);
+        assert!(verify_access(&cfg, &none_upper).is_err());
+        let claims = || JWTClaims {
+            issued_at: None, expires_at: Some(Duration::from_secs(NOW + 100)), invalid_before: None, issuer: None,
+            subject: None, audiences: None, jwt_id: None, nonce: None, custom: json!({"userId": 1}),
+        };
+        let hs384 = HS384Key::from_bytes(ACCESS_SECRET).authenticate(claims()).unwrap();
+        let hs512 = HS512Key::from_bytes(ACCESS_SECRET).authenticate(claims()).unwrap();
+        assert!(verify_access(&cfg, &hs384).is_err());
+        assert!(verify_access(&cfg, &hs512).is_err());
+    }
+
+    #[test]
+    fn malformed_strings_are_refused_without_panicking() {
+        let cfg = config();
+        let long = "a".repeat(MAX_TOKEN_BYTES + 1);
+        for bad in ["", ".", "..", "a.b.c", "a.b", "ééé.ééé.ééé", "eyJhbGciOiJIUzI1NiJ9..", "eyJ.eyJ.sig", long.as_str()] {
+            assert!(verify_access(&cfg, bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn claims_that_cannot_be_identity_are_refused() {
+        let cfg = config();
+        for claims in [json!({}), json!({"userId": null}), json!({"userId": {"a": 1}}), json!({"userId": [1]}),
+                       json!({"userId": "a\nb"}), json!({"userId": 1, "role": {"x": 1}}), json!({"userId": ""})] {
+            let t = token(ACCESS_SECRET, claims.clone(), None, Some(NOW + 100));
+            assert_eq!(verify_access(&cfg, &t), Err(TokenError::Malformed), "{claims}");
+        }
+        let no_exp = token(ACCESS_SECRET, json!({"userId": 1}), Some(NOW), None);
+        assert_eq!(verify_access(&cfg, &no_exp), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn previous_secret_still_verifies_but_never_signs() {
+        let env = |name: &str| match name {
+            "ETLS_ACCESS_PREVIOUS" => Some(ACCESS_PREVIOUS.to_vec()),
+            other => crate::core::testing::env(other),
+        };
+        let cfg = Config::parse(br#"{"login_cluster":"l"}"#, env).unwrap();
+        let old = token(ACCESS_PREVIOUS, json!({"userId": 1}), Some(NOW), Some(NOW + 100));
+        assert!(verify_access(&cfg, &old).is_ok());
+        let expired_old = token(ACCESS_PREVIOUS, json!({"userId": 1}), Some(NOW - 1000), Some(NOW - 100));
+        assert_eq!(verify_access(&cfg, &expired_old), Err(TokenError::Expired));
+        assert_eq!(verify_access(&config(), &old), Err(TokenError::BadSignature), "without _PREVIOUS it fails");
+        let pair = mint_pair(&cfg, &Identity::new(json!(1), None).unwrap(), NOW).unwrap();
+        assert!(verify_access(&config(), &pair.access).is_ok(), "new tokens use the current secret");
+    }
+}
