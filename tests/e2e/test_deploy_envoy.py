@@ -159,6 +159,40 @@ def test_envoy_config_validates(path, monkeypatch):
     assert "configuration '" in r.stdout and "' OK" in r.stdout, r.stdout[-2000:]
 
 
+CROSS_CHECK_CASES = {
+    "unknown-key": ({"cookie_secur": True}, {}),
+    "wrong-type": ({"login_timeout_ms": "5000"}, {}),
+    "bad-value": ({"cookie_same_site": "None"}, {}),
+    "short-secret": ({}, {"ETLS_ACCESS": "x" * 31}),
+    "missing-secret": ({}, {"ETLS_REFRESH": None}),
+    "same-secrets": ({}, {"ETLS_REFRESH": SECRETS["ETLS_ACCESS"]}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CROSS_CHECK_CASES))
+def test_config_check_and_envoy_refuse_alike(case, monkeypatch):
+    """etls-config-check runs the code of on_configure: for a bad configuration Envoy refuses the
+    compose config and logs the very line etls-config-check prints."""
+    extra, env_change = CROSS_CHECK_CASES[case]
+    env = {**SECRETS, **env_change}
+    env = {k: v for k, v in env.items() if v is not None}
+    for k in SECRETS:
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    config = _for_this_machine(yaml.safe_load(COMPOSE_ENVOY.read_text()))
+    (plugin,) = wasm_filters(config)
+    plugin_cfg = {**json.loads(plugin_json(plugin)), **extra}
+    plugin["configuration"]["value"] = json.dumps(plugin_cfg)
+    line = _one_error_line(run_config_check(json.dumps(plugin_cfg), env))
+    r = run_validate(config, cwd=REPO)
+    assert r.returncode == 1, r.stdout[-3000:]
+    assert "Unable to create Wasm plugin etls_auth" in r.stdout
+    assert f"etls-auth: {line}\n" in r.stdout, r.stdout[-3000:]
+    for secret in env.values():
+        assert secret not in r.stdout
+
+
 # ---- the compose config in a real Envoy ----------------------------------------------------------
 COMPOSE_SERVICE_HOSTS = {"app", "login-api"}
 
