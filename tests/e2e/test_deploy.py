@@ -92,9 +92,12 @@ def test_compose_secrets_reach_the_vm_from_the_environment(compose, compose_envo
     (plugin,) = wasm_filters(compose_envoy)
     env_vars = plugin["vm_config"]["environment_variables"]
     assert "key_values" not in env_vars, "no secret value may be written into the Envoy config"
-    assert env_vars["host_env_keys"] == ["ETLS_ACCESS", "ETLS_REFRESH"]
+    assert env_vars["host_env_keys"] == ["ETLS_ACCESS", "ETLS_REFRESH", "ETLS_ACCESS_PREVIOUS", "ETLS_REFRESH_PREVIOUS"]
+    assert set(envoy_env) == set(env_vars["host_env_keys"])
+    # Rotation secrets: passed through from the operator's shell only when set (no value, no default).
+    assert envoy_env["ETLS_ACCESS_PREVIOUS"] is None and envoy_env["ETLS_REFRESH_PREVIOUS"] is None
     defaults = {}
-    for key in env_vars["host_env_keys"]:
+    for key in ("ETLS_ACCESS", "ETLS_REFRESH"):
         name, default = compose_default(envoy_env[key])
         assert name == key  # ${ETLS_ACCESS:-...}: the operator's value wins
         assert default.startswith("demo-only-"), "fallback secrets must be marked demo-only"

@@ -59,7 +59,7 @@ def test_envoy_plugin_config_passes_filter_validation(path):
 
 def test_compose_plugin_config_passes_with_the_demo_fallback_secrets():
     compose = yaml.safe_load(COMPOSE.read_text())
-    host_env = dict(compose_default(v) for v in compose["services"]["envoy"]["environment"].values())
+    host_env = dict(compose_default(v) for v in compose["services"]["envoy"]["environment"].values() if v is not None)
     (plugin,) = wasm_filters(yaml.safe_load(COMPOSE_ENVOY.read_text()))
     env = vm_env(plugin, host_env)
     assert sorted(env) == ["ETLS_ACCESS", "ETLS_REFRESH"]
