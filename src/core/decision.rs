@@ -61,6 +61,29 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in declaration order (`outcome as usize` indexes it).
+    pub const ALL: [Outcome; 19] = [
+        Outcome::SessionValid,
+        Outcome::RotatedInline,
+        Outcome::RotatedByCluster,
+        Outcome::Public,
+        Outcome::Preflight,
+        Outcome::DeniedNoSession,
+        Outcome::DeniedNoRefresh,
+        Outcome::DeniedRefreshInvalid,
+        Outcome::DeniedRefreshCallFailed,
+        Outcome::LoginSucceeded,
+        Outcome::LoginRejected,
+        Outcome::LoginRateLimited,
+        Outcome::LoginUpstreamFailed,
+        Outcome::LoginBadRequest,
+        Outcome::Refreshed,
+        Outcome::RefreshRejected,
+        Outcome::LoggedOut,
+        Outcome::MethodNotAllowed,
+        Outcome::InternalError,
+    ];
+
     /// A stable snake_case name, used in logs and metric names.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -84,6 +107,22 @@ impl Outcome {
             Outcome::MethodNotAllowed => "method_not_allowed",
             Outcome::InternalError => "internal_error",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outcome;
+
+    #[test]
+    fn all_lists_every_outcome_at_its_own_index() {
+        for (i, outcome) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*outcome as usize, i, "{}", outcome.as_str());
+        }
+        let mut names: Vec<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Outcome::ALL.len());
     }
 }
 

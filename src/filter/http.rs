@@ -3,12 +3,13 @@
 //! `proxy_wasm::hostcalls` so a failure is a `Status` to handle, never a trap.
 
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
+use super::metrics::Metrics;
 use crate::config::Config;
 use crate::core::{self, decision::*, login::BodyStep, request::RequestView};
 use crate::error::CallError;
@@ -20,7 +21,7 @@ enum Stage {
     /// Buffering the login body.
     ReadingBody,
     /// Paused on a dispatched call; its answer must carry this token.
-    Calling { token: u32, kind: CallKind },
+    Calling { token: u32, kind: CallKind, sent_at: Option<SystemTime> },
     /// Sent on; these `Set-Cookie` values go on the response.
     Forwarded { set_cookies: Vec<String> },
     /// Answered locally.
@@ -31,13 +32,20 @@ enum Stage {
 pub struct AuthFilter {
     context_id: u32,
     config: Option<Rc<Config>>,
+    metrics: Option<Rc<Metrics>>,
     request: RequestView,
     stage: Stage,
 }
 
 impl AuthFilter {
-    pub fn new(context_id: u32, config: Option<Rc<Config>>) -> Self {
-        AuthFilter { context_id, config, request: RequestView::default(), stage: Stage::Started }
+    pub fn new(context_id: u32, config: Option<Rc<Config>>, metrics: Option<Rc<Metrics>>) -> Self {
+        AuthFilter { context_id, config, metrics, request: RequestView::default(), stage: Stage::Started }
+    }
+
+    fn count(&self, outcome: Outcome) {
+        if let Some(metrics) = &self.metrics {
+            metrics.count(outcome);
+        }
     }
 
     /// Carries out a decision; returns what the current callback should answer.
@@ -57,11 +65,13 @@ impl AuthFilter {
                     }
                 }
                 log::debug!("#{} {}", self.context_id, forward.outcome.as_str());
+                self.count(forward.outcome);
                 self.stage = Stage::Forwarded { set_cookies: forward.set_cookies };
                 Action::Continue
             }
             Decision::Respond(reply) => {
                 log::debug!("#{} {} ({})", self.context_id, reply.outcome.as_str(), reply.status);
+                self.count(reply.outcome);
                 let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
                 if let Err(status) = hostcalls::send_http_response(reply.status, headers, Some(&reply.body)) {
                     log::error!("#{} could not send the local reply: {status:?}", self.context_id);
@@ -73,7 +83,8 @@ impl AuthFilter {
                 let headers: Vec<(&str, &str)> = call.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
                 match hostcalls::dispatch_http_call(&call.cluster, headers, call.body.as_deref(), Vec::new(), call.timeout) {
                     Ok(token) => {
-                        self.stage = Stage::Calling { token, kind: call.kind };
+                        let sent_at = hostcalls::get_current_time().ok();
+                        self.stage = Stage::Calling { token, kind: call.kind, sent_at };
                         Action::Pause
                     }
                     Err(status) => {
@@ -103,9 +114,13 @@ impl AuthFilter {
 
 impl Context for AuthFilter {
     fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
-        let Stage::Calling { token, kind } = self.stage else { return };
+        let Stage::Calling { token, kind, sent_at } = self.stage else { return };
         if token != token_id {
             return;
+        }
+        if let (CallKind::Login, Some(metrics), Some(sent_at)) = (kind, &self.metrics, sent_at) {
+            let elapsed = hostcalls::get_current_time().ok().and_then(|t| t.duration_since(sent_at).ok());
+            metrics.record_login_latency(elapsed.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
         }
         let Some(cfg) = self.config.clone() else {
             self.apply(core::internal_error());

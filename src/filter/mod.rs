@@ -2,6 +2,7 @@
 //! It makes no decision of its own.
 
 mod http;
+mod metrics;
 mod root;
 
 pub use root::AuthRoot;

@@ -7,12 +7,14 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
 use super::http::AuthFilter;
+use super::metrics::Metrics;
 use crate::config::Config;
 
 /// The root context: one per VM (per Envoy worker).
 #[derive(Default)]
 pub struct AuthRoot {
     config: Option<Rc<Config>>,
+    metrics: Option<Rc<Metrics>>,
 }
 
 impl Context for AuthRoot {}
@@ -25,6 +27,9 @@ impl RootContext for AuthRoot {
             .ok()
             .flatten()
             .unwrap_or_default();
+        if self.metrics.is_none() {
+            self.metrics = Some(Rc::new(Metrics::define()));
+        }
         match Config::parse(&raw, secret_from_env) {
             Ok(config) => {
                 self.config = Some(Rc::new(config));
@@ -39,7 +44,7 @@ impl RootContext for AuthRoot {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(AuthFilter::new(context_id, self.config.clone())))
+        Some(Box::new(AuthFilter::new(context_id, self.config.clone(), self.metrics.clone())))
     }
 
     fn get_type(&self) -> Option<ContextType> {
