@@ -42,8 +42,8 @@ def cgw(request, make_gateway):
     return make_gateway("custom", mode=request.param, env=ENV, **CUSTOM)
 
 
-def acc(user_id=42, role="admin", **kw):
-    return tokens.access(user_id, role, secret=ACCESS_KEY, ttl=120, **kw)
+def acc(user_id=42, role="admin", secret=ACCESS_KEY, **kw):
+    return tokens.access(user_id, role, secret=secret, ttl=120, **kw)
 
 
 def ref(user_id=42, role="admin", **kw):
