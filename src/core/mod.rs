@@ -2,6 +2,7 @@
 //! `now` in Unix seconds), a `Decision` out. No proxy_wasm here and no clock: it runs under
 //! plain `cargo test` and can be fuzzed.
 
+pub mod cache;
 pub mod cookies;
 pub mod decision;
 pub mod login;
@@ -13,6 +14,7 @@ pub mod upstream;
 
 use crate::config::Config;
 use crate::error::CallError;
+use cache::TokenCache;
 use decision::{CallKind, Decision, UpstreamReply};
 use request::RequestView;
 
@@ -27,7 +29,15 @@ use request::RequestView;
 ///    loads, 401 otherwise, four clearing cookies).
 ///
 /// Every forwarded request has client-sent identity headers removed or replaced.
+/// Verifies every token from scratch; the shell uses [`decide_cached`].
 pub fn decide(cfg: &Config, req: &RequestView, now: u64) -> Decision {
+    decide_cached(cfg, &mut TokenCache::new(0), req, now)
+}
+
+/// [`decide`], with tokens looked up in (and verified ones added to) `cache`, which must have
+/// been filled under this `cfg` (the shell keeps one per VM and rebuilds it on configure).
+/// The decision is the same as [`decide`]'s; only the HS256 work is skipped on a hit.
+pub fn decide_cached(cfg: &Config, cache: &mut TokenCache, req: &RequestView, now: u64) -> Decision {
     let path = req.path_only();
     if cfg.bypass_cors_preflight && req.is_cors_preflight() {
         return session::pass(cfg, decision::Outcome::Preflight);
@@ -36,7 +46,7 @@ pub fn decide(cfg: &Config, req: &RequestView, now: u64) -> Decision {
         return login::on_headers(cfg, req);
     }
     if path == cfg.routes.refresh {
-        return session::refresh_route(cfg, req, now);
+        return session::refresh_route(cfg, cache, req, now);
     }
     if path == cfg.routes.logout {
         return session::logout_route(cfg, req);
@@ -44,7 +54,7 @@ pub fn decide(cfg: &Config, req: &RequestView, now: u64) -> Decision {
     if paths::is_public(&cfg.public_paths, path) {
         return session::pass(cfg, decision::Outcome::Public);
     }
-    session::protect(cfg, req, now)
+    session::protect(cfg, cache, req, now)
 }
 
 /// Decides what to do with the answer to a dispatched call of `kind` for request `req`.

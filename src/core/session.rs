@@ -2,6 +2,7 @@
 //! No proxy_wasm here.
 
 use crate::config::Config;
+use crate::core::cache::TokenCache;
 use crate::core::cookies;
 use crate::core::decision::{Decision, Forward, LocalReply, Outcome, UpstreamReply};
 use crate::core::paths;
@@ -16,12 +17,13 @@ pub fn pass(cfg: &Config, outcome: Outcome) -> Decision {
 }
 
 /// A protected request: verify, else rotate, else deny (see `core::decide`).
-pub fn protect(cfg: &Config, req: &RequestView, now: u64) -> Decision {
+/// Tokens are verified through `cache`.
+pub fn protect(cfg: &Config, cache: &mut TokenCache, req: &RequestView, now: u64) -> Decision {
     let cookie_header = req.cookie.as_deref().unwrap_or_default();
     let names = &cfg.cookies.names;
     let access = cookies::find(cookie_header, &names.access);
     if let Some(token) = access {
-        if let Ok(identity) = tokens::verify(cfg, TokenKind::Access, token, now) {
+        if let Ok(identity) = tokens::verify_cached(cfg, cache, TokenKind::Access, token, now) {
             return Decision::Forward(Forward {
                 outcome: Outcome::SessionValid,
                 header_edits: identity_edits(cfg, Some(&identity)),
@@ -33,7 +35,7 @@ pub fn protect(cfg: &Config, req: &RequestView, now: u64) -> Decision {
         let outcome = if access.is_some() { Outcome::DeniedNoRefresh } else { Outcome::DeniedNoSession };
         return deny(cfg, req, outcome);
     };
-    let identity = match tokens::verify(cfg, TokenKind::Refresh, refresh, now) {
+    let identity = match tokens::verify_cached(cfg, cache, TokenKind::Refresh, refresh, now) {
         Ok(identity) => identity,
         Err(_) => return deny(cfg, req, Outcome::DeniedRefreshInvalid),
     };
@@ -69,8 +71,8 @@ pub fn on_refresh_reply(
     }
 }
 
-/// `POST refresh_path`: new tokens for a valid refresh token.
-pub fn refresh_route(cfg: &Config, req: &RequestView, now: u64) -> Decision {
+/// `POST refresh_path`: new tokens for a valid refresh token (verified through `cache`).
+pub fn refresh_route(cfg: &Config, cache: &mut TokenCache, req: &RequestView, now: u64) -> Decision {
     if req.method != "POST" {
         return method_not_allowed();
     }
@@ -78,7 +80,7 @@ pub fn refresh_route(cfg: &Config, req: &RequestView, now: u64) -> Decision {
     let Some(token) = cookies::find(cookie_header, &cfg.cookies.names.refresh) else {
         return reply(LocalReply::json(Outcome::RefreshRejected, 401, r#"{"error":"No refresh token provided"}"#));
     };
-    let minted = tokens::verify(cfg, TokenKind::Refresh, token, now)
+    let minted = tokens::verify_cached(cfg, cache, TokenKind::Refresh, token, now)
         .and_then(|identity| tokens::mint_pair(cfg, &identity, now));
     match minted {
         Ok(pair) => reply(

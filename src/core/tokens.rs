@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::Config;
+use crate::core::cache::{TokenCache, Window};
 use crate::error::TokenError;
 
 /// Longest token accepted for verification, in bytes: a cookie cannot be longer anyway.
@@ -130,6 +131,29 @@ pub fn mint_pair(cfg: &Config, identity: &Identity, now: u64) -> Result<TokenPai
 /// `nbf` checked against `now` (Unix seconds) with a leeway of `clock_skew_s`.
 /// Returns the identity, or [`TokenError::Malformed`], `BadSignature`, `Expired`, `NotYetValid`.
 pub fn verify(cfg: &Config, kind: TokenKind, token: &str, now: u64) -> Result<Identity, TokenError> {
+    verify_window(cfg, kind, token, now).map(|(identity, _)| identity)
+}
+
+/// [`verify`] through `cache`: a cached token of `kind` whose window still contains `now` is
+/// accepted without HS256 work; any other is verified and, only if it verifies, cached.
+/// Same results as [`verify`] as long as `cache` was filled under this `cfg`'s keys.
+pub fn verify_cached(
+    cfg: &Config,
+    cache: &mut TokenCache,
+    kind: TokenKind,
+    token: &str,
+    now: u64,
+) -> Result<Identity, TokenError> {
+    if let Some(identity) = cache.get(kind, token, now, cfg.clock_skew_s) {
+        return Ok(identity.clone());
+    }
+    let (identity, window) = verify_window(cfg, kind, token, now)?;
+    cache.insert(kind, token, identity.clone(), window);
+    Ok(identity)
+}
+
+/// [`verify`], also returning the window in which the token is valid (for [`TokenCache`]).
+pub fn verify_window(cfg: &Config, kind: TokenKind, token: &str, now: u64) -> Result<(Identity, Window), TokenError> {
     let keys = match kind {
         TokenKind::Access => &cfg.access_keys,
         TokenKind::Refresh => &cfg.refresh_keys,
@@ -144,11 +168,14 @@ pub fn verify(cfg: &Config, kind: TokenKind, token: &str, now: u64) -> Result<Id
         },
         other => other,
     }?;
-    if claims.expires_at.is_none() {
+    let Some(expires_at) = claims.expires_at else {
         return Err(TokenError::Malformed);
-    }
+    };
+    let not_before = claims.issued_at.max(claims.invalid_before).map_or(0, |t| t.as_secs());
+    let window = Window { not_before, expires_at: expires_at.as_secs() };
     let identity = claims.custom;
-    Identity::new(identity.user_id, identity.role).ok_or(TokenError::Malformed)
+    let identity = Identity::new(identity.user_id, identity.role).ok_or(TokenError::Malformed)?;
+    Ok((identity, window))
 }
 
 fn verify_with(key: &HS256Key, token: &str, now: u64, clock_skew_s: u64) -> Result<JWTClaims<Identity>, TokenError> {

@@ -1,0 +1,281 @@
+//! A bounded cache of tokens that already verified, so the request path does not redo HS256
+//! work for the same cookie. One per VM, owned by the shell's root context and rebuilt on every
+//! `on_configure`, so a hit is always for a token that verified with a key configured now.
+//! Pure data: no proxy_wasm here and no clock (`now` is passed in, Unix seconds).
+//!
+//! - Keyed on the whole token string, one map per [`TokenKind`]: kinds never mix.
+//! - Only successes are stored; a token that failed is verified again every time.
+//! - Every hit re-checks the token's time window (`nbf`/`iat` and `exp`, with the leeway)
+//!   against `now`, exactly as verification does; an entry out of its window is dropped.
+//! - At most `capacity` entries per kind; the oldest insertion is evicted first (FIFO).
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use crate::core::tokens::{Identity, TokenKind};
+
+/// Default entries per token kind. A token is ~200-300 bytes, so a full cache is well under
+/// 1 MiB per VM.
+pub const DEFAULT_CAPACITY: usize = 1024;
+
+/// When a verified token is valid, in Unix seconds, before the leeway is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// The later of `iat` and `nbf` (0 when neither is present).
+    pub not_before: u64,
+    /// `exp`.
+    pub expires_at: u64,
+}
+
+impl Window {
+    /// True when `now` lies in the window widened by `leeway_s` on both sides (the same rule
+    /// as verification: `not_before <= now + leeway` and `now - leeway <= exp`).
+    pub fn contains(&self, now: u64, leeway_s: u64) -> bool {
+        self.not_before <= now.saturating_add(leeway_s) && now >= leeway_s && now - leeway_s <= self.expires_at
+    }
+}
+
+struct Entry {
+    identity: Identity,
+    window: Window,
+    /// The key as stored in `order`, to tell this entry from a later one with the same token.
+    key: Rc<str>,
+}
+
+/// One kind's tokens: a map for lookups and an insertion queue for eviction.
+#[derive(Default)]
+struct Shard {
+    entries: HashMap<Rc<str>, Entry>,
+    /// Insertion order; may hold keys already removed from `entries` (dropped on a stale hit).
+    order: VecDeque<Rc<str>>,
+}
+
+impl Shard {
+    fn get(&mut self, token: &str, now: u64, leeway_s: u64) -> Option<&Identity> {
+        let fresh = self.entries.get(token)?.window.contains(now, leeway_s);
+        if !fresh {
+            self.entries.remove(token);
+            return None;
+        }
+        self.entries.get(token).map(|e| &e.identity)
+    }
+
+    fn insert(&mut self, capacity: usize, token: &str, identity: Identity, window: Window) {
+        if capacity == 0 {
+            return;
+        }
+        if let Some(entry) = self.entries.get_mut(token) {
+            entry.identity = identity;
+            entry.window = window;
+            return;
+        }
+        while self.order.len() >= capacity {
+            let Some(oldest) = self.order.pop_front() else { break };
+            if self.entries.get(&*oldest).is_some_and(|e| Rc::ptr_eq(&e.key, &oldest)) {
+                self.entries.remove(&*oldest);
+            }
+        }
+        let key: Rc<str> = Rc::from(token);
+        self.order.push_back(Rc::clone(&key));
+        self.entries.insert(Rc::clone(&key), Entry { identity, window, key });
+    }
+}
+
+/// Verified tokens of both kinds, at most `capacity` of each.
+pub struct TokenCache {
+    capacity: usize,
+    access: Shard,
+    refresh: Shard,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache::new(DEFAULT_CAPACITY)
+    }
+}
+
+impl TokenCache {
+    /// An empty cache holding at most `capacity` tokens of each kind (0 disables it).
+    pub fn new(capacity: usize) -> Self {
+        TokenCache { capacity, access: Shard::default(), refresh: Shard::default() }
+    }
+
+    /// The identity of a cached token of `kind`, if it is cached and its window (widened by
+    /// `leeway_s`) contains `now` (Unix seconds). A cached token outside its window is dropped.
+    pub fn get(&mut self, kind: TokenKind, token: &str, now: u64, leeway_s: u64) -> Option<&Identity> {
+        self.shard(kind).get(token, now, leeway_s)
+    }
+
+    /// Remembers that `token` of `kind` verified to `identity`, valid in `window`. Call it only
+    /// after a successful verification. Evicts the oldest entry of that kind when full.
+    pub fn insert(&mut self, kind: TokenKind, token: &str, identity: Identity, window: Window) {
+        let capacity = self.capacity;
+        self.shard(kind).insert(capacity, token, identity, window);
+    }
+
+    /// How many tokens of `kind` are cached.
+    pub fn len(&self, kind: TokenKind) -> usize {
+        match kind {
+            TokenKind::Access => self.access.entries.len(),
+            TokenKind::Refresh => self.refresh.entries.len(),
+        }
+    }
+
+    /// True when no token of either kind is cached.
+    pub fn is_empty(&self) -> bool {
+        self.access.entries.is_empty() && self.refresh.entries.is_empty()
+    }
+
+    fn shard(&mut self, kind: TokenKind) -> &mut Shard {
+        match kind {
+            TokenKind::Access => &mut self.access,
+            TokenKind::Refresh => &mut self.refresh,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::testing::*;
+    use crate::core::tokens::{self, verify_cached};
+    use crate::error::TokenError;
+    use serde_json::json;
+
+    fn id(n: u64) -> Identity {
+        Identity::new(json!(n), None).unwrap()
+    }
+
+    fn window(exp: u64) -> Window {
+        Window { not_before: NOW - 10, expires_at: exp }
+    }
+
+    #[test]
+    fn hit_returns_the_identity_and_miss_returns_none() {
+        let mut cache = TokenCache::new(4);
+        cache.insert(TokenKind::Access, "tok-a", id(1), window(NOW + 100));
+        assert_eq!(cache.get(TokenKind::Access, "tok-a", NOW, 5), Some(&id(1)));
+        assert_eq!(cache.get(TokenKind::Access, "tok-b", NOW, 5), None);
+        assert_eq!(cache.get(TokenKind::Access, "tok-", NOW, 5), None, "the whole token is the key");
+    }
+
+    #[test]
+    fn expiry_is_checked_on_every_hit_with_the_leeway() {
+        let mut cache = TokenCache::new(4);
+        cache.insert(TokenKind::Access, "t", id(1), window(NOW + 100));
+        assert!(cache.get(TokenKind::Access, "t", NOW + 105, 5).is_some(), "exactly at the leeway");
+        assert!(cache.get(TokenKind::Access, "t", NOW + 106, 5).is_none(), "past exp + leeway");
+        assert_eq!(cache.len(TokenKind::Access), 0, "a stale entry is dropped");
+        assert!(cache.get(TokenKind::Access, "t", NOW, 5).is_none(), "and stays gone");
+    }
+
+    #[test]
+    fn not_before_is_checked_on_hit() {
+        let mut cache = TokenCache::new(4);
+        cache.insert(TokenKind::Access, "t", id(1), Window { not_before: NOW + 60, expires_at: NOW + 900 });
+        assert!(cache.get(TokenKind::Access, "t", NOW, 5).is_none());
+    }
+
+    #[test]
+    fn size_is_bounded_and_the_oldest_goes_first() {
+        let mut cache = TokenCache::new(3);
+        for n in 0..10u64 {
+            cache.insert(TokenKind::Access, &format!("t{n}"), id(n), window(NOW + 100));
+            assert!(cache.len(TokenKind::Access) <= 3);
+        }
+        assert!(cache.get(TokenKind::Access, "t6", NOW, 5).is_none());
+        for n in 7..10u64 {
+            assert_eq!(cache.get(TokenKind::Access, &format!("t{n}"), NOW, 5), Some(&id(n)));
+        }
+        // Entries dropped on a stale hit leave room without evicting fresh ones wrongly.
+        cache.insert(TokenKind::Access, "old", id(99), window(NOW - 100));
+        assert!(cache.get(TokenKind::Access, "old", NOW, 5).is_none());
+        assert!(cache.len(TokenKind::Access) <= 3);
+        assert!(TokenCache::new(0).is_empty());
+        let mut off = TokenCache::new(0);
+        off.insert(TokenKind::Access, "t", id(1), window(NOW + 100));
+        assert!(off.is_empty(), "capacity 0 caches nothing");
+    }
+
+    #[test]
+    fn kinds_are_kept_apart() {
+        let mut cache = TokenCache::new(4);
+        cache.insert(TokenKind::Refresh, "same", id(1), window(NOW + 100));
+        assert!(cache.get(TokenKind::Access, "same", NOW, 5).is_none());
+        assert!(cache.get(TokenKind::Refresh, "same", NOW, 5).is_some());
+        // Through verification: a refresh token that is cached must not pass as an access token.
+        let cfg = config();
+        let mut cache = TokenCache::new(4);
+        let r = refresh(NOW + 100);
+        assert!(verify_cached(&cfg, &mut cache, TokenKind::Refresh, &r, NOW).is_ok());
+        assert_eq!(verify_cached(&cfg, &mut cache, TokenKind::Access, &r, NOW), Err(TokenError::BadSignature));
+        assert_eq!(cache.len(TokenKind::Access), 0);
+    }
+
+    #[test]
+    fn failures_are_not_cached() {
+        let cfg = config();
+        let mut cache = TokenCache::new(4);
+        let forged = token(b"forged-secret-forged-secret-forged!!", json!({"userId": 1}), None, Some(NOW + 100));
+        for bad in [forged.as_str(), "garbage", ""] {
+            assert!(verify_cached(&cfg, &mut cache, TokenKind::Access, bad, NOW).is_err());
+        }
+        assert_eq!(verify_cached(&cfg, &mut cache, TokenKind::Access, &access(NOW - 100), NOW), Err(TokenError::Expired));
+        assert!(cache.is_empty());
+    }
+
+    fn outcome(d: &crate::core::decision::Decision) -> (crate::core::decision::Outcome, u32) {
+        use crate::core::decision::Decision;
+        match d {
+            Decision::Forward(f) => (f.outcome, 0),
+            Decision::Respond(r) => (r.outcome, r.status),
+            Decision::Call(_) => (crate::core::decision::Outcome::RotatedByCluster, 1),
+            Decision::ReadBody => (crate::core::decision::Outcome::LoginBadRequest, 2),
+        }
+    }
+
+    #[test]
+    fn cached_decisions_are_the_plain_decisions_cold_and_warm() {
+        use crate::core::{decide, decide_cached};
+        let forged = token(b"forged-secret-forged-secret-forged!!", json!({"userId": 42}), None, Some(NOW + 100));
+        let accesses = [None, Some(access(NOW + 100)), Some(access(NOW - 100)), Some(forged.clone()), Some(refresh(NOW + 100))];
+        let refreshes = [None, Some(refresh(NOW + 100)), Some(refresh(NOW - 100)), Some(forged), Some(access(NOW + 100))];
+        for cfg in [config(), config_with(json!({"refresh_cluster": "etls_refresh"}))] {
+            let mut cache = TokenCache::new(8);
+            for round in 0..3 {
+                for a in &accesses {
+                    for r in &refreshes {
+                        let parts: Vec<String> = [a.as_ref().map(|v| format!("accessTokenEtls={v}")), r.as_ref().map(|v| format!("refreshTokenEtls={v}"))]
+                            .into_iter().flatten().collect();
+                        for path in ["/app", "/api/auth/refreshtoken"] {
+                            let request = req("POST", path, Some(&parts.join("; ")));
+                            let plain = decide(&cfg, &request, NOW);
+                            let cached = decide_cached(&cfg, &mut cache, &request, NOW);
+                            assert_eq!(outcome(&cached), outcome(&plain), "round {round} {path} {a:?} {r:?}");
+                            if outcome(&plain).0 == crate::core::decision::Outcome::SessionValid {
+                                assert_eq!(cached, plain);
+                            }
+                        }
+                    }
+                }
+            }
+            assert_eq!((cache.len(TokenKind::Access), cache.len(TokenKind::Refresh)), (1, 1), "only the two valid tokens");
+        }
+    }
+
+    #[test]
+    fn cached_verification_matches_plain_verification_over_time() {
+        let cfg = config(); // clock_skew_s 5
+        let mut cache = TokenCache::new(4);
+        let t = access(NOW + 100);
+        for now in [NOW, NOW + 50, NOW + 105, NOW + 106, NOW] {
+            let plain = tokens::verify(&cfg, TokenKind::Access, &t, now);
+            assert_eq!(verify_cached(&cfg, &mut cache, TokenKind::Access, &t, now), plain, "now {now}");
+        }
+        let early = token(ACCESS_SECRET, json!({"userId": 1, "nbf": NOW + 60}), None, Some(NOW + 900));
+        for now in [NOW + 60, NOW] {
+            let plain = tokens::verify(&cfg, TokenKind::Access, &early, now);
+            assert_eq!(verify_cached(&cfg, &mut cache, TokenKind::Access, &early, now), plain, "nbf, now {now}");
+        }
+    }
+}
