@@ -2,6 +2,7 @@
 //! carries out the `Decision` in one place, `apply`. Hostcalls go through
 //! `proxy_wasm::hostcalls` so a failure is a `Status` to handle, never a trap.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,7 +12,7 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 
 use super::metrics::Metrics;
 use crate::config::Config;
-use crate::core::{self, decision::*, login::BodyStep, request::RequestView};
+use crate::core::{self, cache::TokenCache, decision::*, login::BodyStep, request::RequestView};
 use crate::error::CallError;
 
 /// Where a request stands.
@@ -33,13 +34,20 @@ pub struct AuthFilter {
     context_id: u32,
     config: Option<Rc<Config>>,
     metrics: Option<Rc<Metrics>>,
+    /// The VM's verified-token cache (from `AuthRoot`).
+    cache: Rc<RefCell<TokenCache>>,
     request: RequestView,
     stage: Stage,
 }
 
 impl AuthFilter {
-    pub fn new(context_id: u32, config: Option<Rc<Config>>, metrics: Option<Rc<Metrics>>) -> Self {
-        AuthFilter { context_id, config, metrics, request: RequestView::default(), stage: Stage::Started }
+    pub fn new(
+        context_id: u32,
+        config: Option<Rc<Config>>,
+        metrics: Option<Rc<Metrics>>,
+        cache: Rc<RefCell<TokenCache>>,
+    ) -> Self {
+        AuthFilter { context_id, config, metrics, cache, request: RequestView::default(), stage: Stage::Started }
     }
 
     fn count(&self, outcome: Outcome) {
@@ -146,7 +154,12 @@ impl HttpContext for AuthFilter {
             return self.apply(core::unconfigured());
         };
         self.request = gather_request(end_of_stream);
-        let decision = core::decide(&cfg, &self.request, now());
+        // The cache is only ever borrowed here, one request at a time; if it somehow were
+        // borrowed already, verify without it rather than trap.
+        let decision = match self.cache.try_borrow_mut() {
+            Ok(mut cache) => core::decide_cached(&cfg, &mut cache, &self.request, now()),
+            Err(_) => core::decide(&cfg, &self.request, now()),
+        };
         self.apply(decision)
     }
 

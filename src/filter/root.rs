@@ -1,6 +1,7 @@
 //! `AuthRoot`: parses the plugin configuration once per VM in `on_configure` and hands it to
 //! each request's `AuthFilter`.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -9,12 +10,15 @@ use proxy_wasm::types::ContextType;
 use super::http::AuthFilter;
 use super::metrics::Metrics;
 use crate::config::Config;
+use crate::core::cache::TokenCache;
 
 /// The root context: one per VM (per Envoy worker).
 #[derive(Default)]
 pub struct AuthRoot {
     config: Option<Rc<Config>>,
     metrics: Option<Rc<Metrics>>,
+    /// Tokens verified under `config`'s keys; replaced whenever the configuration is.
+    cache: Rc<RefCell<TokenCache>>,
 }
 
 impl Context for AuthRoot {}
@@ -32,6 +36,8 @@ impl RootContext for AuthRoot {
         }
         match Config::parse(&raw, secret_from_env) {
             Ok(config) => {
+                // A new configuration may bring new keys: forget every token verified before.
+                self.cache = Rc::new(RefCell::new(TokenCache::default()));
                 self.config = Some(Rc::new(config));
                 true
             }
@@ -44,7 +50,7 @@ impl RootContext for AuthRoot {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(AuthFilter::new(context_id, self.config.clone(), self.metrics.clone())))
+        Some(Box::new(AuthFilter::new(context_id, self.config.clone(), self.metrics.clone(), Rc::clone(&self.cache))))
     }
 
     fn get_type(&self) -> Option<ContextType> {
