@@ -164,3 +164,16 @@ def test_expired_access_signed_with_previous_and_valid_refresh_rotates(gw):
     old_access = tokens.access(32, "user", secret=PREVIOUS_SECRETS["ETLS_ACCESS_PREVIOUS"], iat=t - 2000, exp=t - 1100)
     r = gw.get("/x", cookies=gw.session(old_access, tokens.refresh(32, "user")))
     checks.rotated(r, gw, user_id=32, role="user")
+
+
+def test_rotation_goes_through_the_configured_mode(gw):
+    """cluster mode: one dispatched call to refresh_cluster per rotation; inline: no such cluster."""
+    stat = "cluster.etls_refresh.upstream_rq_total"
+    before = gw.envoy.stat(stat)
+    r = gw.get("/x", cookies=gw.session(None, tokens.refresh(41, "user")))
+    checks.rotated(r, gw, user_id=41, role="user")
+    after = gw.envoy.stat(stat)
+    if gw.mode == "cluster":
+        assert before is not None and after == before + 1, f"{stat}: {before} -> {after}"
+    else:
+        assert before is None and after is None
