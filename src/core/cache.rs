@@ -230,7 +230,7 @@ mod tests {
             Decision::Forward(f) => (f.outcome, 0),
             Decision::Respond(r) => (r.outcome, r.status),
             Decision::Call(_) => (crate::core::decision::Outcome::RotatedByCluster, 1),
-            Decision::ReadBody => (crate::core::decision::Outcome::LoginBadRequest, 2),
+            Decision::ReadBody { .. } => (crate::core::decision::Outcome::LoginBadRequest, 2),
         }
     }
 

@@ -12,8 +12,11 @@ pub enum Decision {
     Respond(LocalReply),
     /// Pause the request and call a cluster; its answer goes to `core::on_reply` with `call.kind`.
     Call(OutboundCall),
-    /// Pause the request and buffer its body (the login route); then call `core::login::on_body`.
-    ReadBody,
+    /// Read the login route's body: buffer it, then call `core::login::on_body`. Proxy-Wasm
+    /// cannot pause headers and still see the body, so the headers go on (after these edits)
+    /// while the body is held; whatever the app answers is held too and replaced by the
+    /// filter's own reply.
+    ReadBody { header_edits: Vec<(String, Option<String>)> },
 }
 
 /// Why the core decided as it did: for logs and metrics (never carries a value).

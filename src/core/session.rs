@@ -152,7 +152,7 @@ fn forward_rotated(
 }
 
 /// Identity header edits: set from `identity`, or removed (client-sent values never pass).
-fn identity_edits(cfg: &Config, identity: Option<&Identity>) -> Vec<(String, Option<String>)> {
+pub(crate) fn identity_edits(cfg: &Config, identity: Option<&Identity>) -> Vec<(String, Option<String>)> {
     vec![
         (cfg.identity_headers.user_id.clone(), identity.and_then(Identity::user_id_header)),
         (cfg.identity_headers.role.clone(), identity.and_then(Identity::role_header)),
@@ -208,7 +208,7 @@ mod tests {
             Decision::Forward(f) => f.outcome,
             Decision::Respond(r) => r.outcome,
             Decision::Call(_) => panic!("call"),
-            Decision::ReadBody => panic!("read body"),
+            Decision::ReadBody { .. } => panic!("read body"),
         }
     }
 

@@ -60,17 +60,8 @@ impl AuthFilter {
     fn apply(&mut self, decision: Decision) -> Action {
         match decision {
             Decision::Forward(forward) => {
-                for (name, value) in &forward.header_edits {
-                    let edited = hostcalls::set_map_value_bytes(
-                        MapType::HttpRequestHeaders,
-                        name,
-                        value.as_deref().map(str::as_bytes),
-                    );
-                    if edited.is_err() {
-                        // Fail closed: without the edits the app could see spoofed identity.
-                        log::warn!("#{} could not edit request headers: denied", self.context_id);
-                        return self.apply(core::internal_error());
-                    }
+                if !self.edit_request_headers(&forward.header_edits) {
+                    return self.apply(core::internal_error());
                 }
                 log::debug!("#{} {}", self.context_id, forward.outcome.as_str());
                 self.count(forward.outcome);
@@ -106,11 +97,28 @@ impl AuthFilter {
                     }
                 }
             }
-            Decision::ReadBody => {
+            Decision::ReadBody { header_edits } => {
+                if !self.edit_request_headers(&header_edits) {
+                    return self.apply(core::internal_error());
+                }
                 self.stage = Stage::ReadingBody;
-                Action::Pause
+                // Pausing here would stop the body callbacks too (Proxy-Wasm turns a header
+                // pause into StopAllIteration), so the headers go on and the body is held.
+                Action::Continue
             }
         }
+    }
+
+    /// Sets (`Some`) or removes (`None`) request headers; false if the host refused one, in
+    /// which case the request must be denied (the app could otherwise see spoofed identity).
+    fn edit_request_headers(&self, edits: &[(String, Option<String>)]) -> bool {
+        let refused = edits.iter().any(|(name, value)| {
+            hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, value.as_deref().map(str::as_bytes)).is_err()
+        });
+        if refused {
+            log::warn!("#{} could not edit request headers: denied", self.context_id);
+        }
+        !refused
     }
 
     /// The login body is complete: fetch it and let the core decide.
@@ -193,14 +201,27 @@ impl HttpContext for AuthFilter {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Stage::Forwarded { set_cookies } = &mut self.stage {
-            for cookie in std::mem::take(set_cookies) {
-                if let Err(status) = hostcalls::add_map_value(MapType::HttpResponseHeaders, "set-cookie", &cookie) {
-                    log::error!("#{} could not add Set-Cookie: {status:?}", self.context_id);
+        match &mut self.stage {
+            Stage::Forwarded { set_cookies } => {
+                for cookie in std::mem::take(set_cookies) {
+                    if let Err(status) = hostcalls::add_map_value(MapType::HttpResponseHeaders, "set-cookie", &cookie) {
+                        log::error!("#{} could not add Set-Cookie: {status:?}", self.context_id);
+                    }
                 }
+                Action::Continue
             }
+            // The login request's headers went on to the app (see `ReadBody`): hold whatever
+            // answer comes back; the filter's own reply replaces it.
+            Stage::ReadingBody | Stage::Calling { .. } => Action::Pause,
+            Stage::Started | Stage::Answered => Action::Continue,
         }
-        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        match self.stage {
+            Stage::ReadingBody | Stage::Calling { .. } => Action::Pause,
+            _ => Action::Continue,
+        }
     }
 }
 
