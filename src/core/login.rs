@@ -53,14 +53,23 @@ struct Credentials {
     password: String,
 }
 
+/// A JSON object with string `email` and `password`. Parsed as a `Value` first: serde's derive
+/// would also read a two-element array (`["e", "p"]`) into `Credentials`.
+fn parse_credentials(body: &[u8]) -> Option<Credentials> {
+    match serde_json::from_slice::<serde_json::Value>(body).ok()? {
+        object @ serde_json::Value::Object(_) => Credentials::deserialize(object).ok(),
+        _ => None,
+    }
+}
+
 /// The complete body: `{"email": string, "password": string}` calls the login API, else 400.
 pub fn on_body(cfg: &Config, body: &[u8]) -> Decision {
     if body.len() > cfg.max_login_body_bytes {
         return too_large();
     }
-    match serde_json::from_slice::<Credentials>(body) {
-        Ok(c) => Decision::Call(upstream::login_call(cfg, &c.email, &c.password)),
-        Err(_) => Decision::Respond(LocalReply::json(
+    match parse_credentials(body) {
+        Some(c) => Decision::Call(upstream::login_call(cfg, &c.email, &c.password)),
+        None => Decision::Respond(LocalReply::json(
             Outcome::LoginBadRequest,
             400,
             r#"{"error":"Body must be JSON with string fields email and password"}"#,
@@ -183,6 +192,15 @@ mod tests {
         assert!(call.headers.contains(&(":path".to_owned(), "/login".to_owned())));
         assert!(call.headers.contains(&("content-type".to_owned(), "application/json".to_owned())));
         assert_eq!(call.timeout, std::time::Duration::from_millis(5000));
+    }
+
+    #[test]
+    fn credentials_must_be_an_object_not_an_array() {
+        // Found by tests/properties.rs: serde's derive reads a sequence into a struct.
+        let cfg = config();
+        for bad in [r#"["a@b.c","pw"]"#, r#"["",""]"#, r#"[["a"],"p"]"#] {
+            assert_eq!(respond(on_body(&cfg, bad.as_bytes())).0, 400, "{bad}");
+        }
     }
 
     #[test]
