@@ -2,12 +2,18 @@
 config, top-level envoy.yaml, Istio manifests) passes the filter's own validation through the
 native etls-config-check; every shipped Envoy config passes `envoy --mode validate` with the
 built filter; and the compose Envoy config, rewritten to this machine, logs in, serves a
-protected request and rotates tokens through its internal refresh cluster in a real Envoy."""
+protected request and rotates tokens through its internal refresh cluster in a real Envoy; the
+same config also runs the compose stack without Docker (the demo services started with their
+compose commands, Envoy with the compose environment)."""
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,6 +23,7 @@ import yaml
 
 from test_deploy_helpers import (
     COMPOSE,
+    config_check_bin,
     COMPOSE_ENVOY,
     REPO,
     compose_default,
@@ -123,11 +130,9 @@ def test_config_check_rejects_bad_secrets_without_printing_them():
 
 
 def test_config_check_reads_a_file_and_reports_usage(tmp_path):
-    from test_deploy_helpers import config_check_bin
     f = tmp_path / "plugin.json"
     f.write_text(json.dumps(_compose_plugin_config()))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **SECRETS}
-    import subprocess
     r = subprocess.run([config_check_bin(), str(f)], capture_output=True, env=env, timeout=60)
     assert (r.returncode, r.stdout, r.stderr) == (0, b"OK\n", b"")
     r = subprocess.run([config_check_bin(), str(tmp_path / "absent.json")], capture_output=True, env=env, timeout=60)
@@ -368,3 +373,109 @@ def test_compose_config_public_login_page_passes_untouched(compose_envoy_live):
     (seen,) = app.requests()
     assert seen.path == "/login?next=%2Fdashboard"
     assert _set_cookies(headers) == {}
+
+
+# ---- the compose stack without Docker: its own service commands and secrets ------------------------
+def _wait_http(port: int, path: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if _request(port, "GET", path)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise paths.HarnessError(f"nothing answered 200 on 127.0.0.1:{port}{path} within {timeout}s")
+
+
+@pytest.fixture()
+def compose_stack(monkeypatch, tmp_path):
+    """docker-compose.yml's services as local processes: each demo service runs its compose command
+    (python -> this interpreter, --host 0.0.0.0 -> 127.0.0.1, --port -> a free port) in ./demo
+    (the compose working_dir mount); Envoy runs the compose config with the compose environment
+    (the DEMO-ONLY fallback secrets, as `docker compose up` without ETLS_* set would)."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    procs: list[subprocess.Popen] = []
+    ports: dict[str, int] = {}
+    envoy = None
+    try:
+        for name in ("login-api", "app"):
+            svc = compose["services"][name]
+            assert svc["working_dir"] == "/srv/demo" and "./demo:/srv/demo:ro" in svc["volumes"]
+            cmd = list(svc["command"])
+            assert cmd[0] == "python"
+            cmd[0] = sys.executable
+            cmd[cmd.index("--host") + 1] = "127.0.0.1"
+            ports[name] = free_port()
+            cmd[cmd.index("--port") + 1] = str(ports[name])
+            log = open(tmp_path / f"{name}.log", "wb")
+            procs.append(subprocess.Popen(cmd, cwd=REPO / "demo", stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+            log.close()
+        _wait_http(ports["login-api"], "/healthz")
+        _wait_http(ports["app"], "/healthz")
+        env = {k: compose_default(v)[1] for k, v in compose["services"]["envoy"]["environment"].items() if v is not None}
+        for k in list(SECRETS) + list(PREVIOUS_SECRETS):
+            monkeypatch.delenv(k, raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        lp, ap = free_port(), free_port()
+        envoy = Envoy("compose-stack", _compose_on_loopback(lp, ap, ports), lp, ap).start()
+        yield envoy, env
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        for p in procs:  # stop by the PIDs started here
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(timeout=10)
+
+
+def _demo_users() -> dict:
+    spec = importlib.util.spec_from_file_location("demo_login_api", REPO / "demo" / "login_api.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.DEMO_USERS
+
+
+def test_compose_stack_demo_login_and_pages(compose_stack):
+    envoy, env = compose_stack
+    port = envoy.listener_port
+    users = _demo_users()
+    alice, bob = users["alice@example.com"], users["bob@example.com"]
+
+    def login(email, password):
+        return _request(port, "POST", "/api/auth/login", {"Content-Type": "application/json"},
+                        json.dumps({"email": email, "password": password}).encode())
+
+    status, headers, body = login("alice@example.com", "not-the-password")
+    assert (status, json.loads(body)) == (401, {"error": "Invalid credentials"})
+    assert _set_cookies(headers) == {}
+
+    status, headers, body = login("alice@example.com", alice["password"])
+    assert (status, json.loads(body)) == (200, {"message": "Login successful", "userData": alice["userData"]})
+    access = _cookie_value(_set_cookies(headers)["accessTokenEtls"])
+    claims = jwt.decode(access, env["ETLS_ACCESS"], algorithms=["HS256"])
+    assert (claims["userId"], claims["role"]) == (1, "admin")
+
+    status, _, body = _request(port, "GET", "/whoami", {"Cookie": f"accessTokenEtls={access}"})
+    assert (status, json.loads(body)) == (200, {"userId": "1", "role": "admin", "name": "Alice Admin"})
+    status, _, body = _request(port, "GET", "/admin", {"Cookie": f"accessTokenEtls={access}", "Accept": "text/html"})
+    assert status == 200 and b"Admin page" in body
+
+    status, headers, body = login("bob@example.com", bob["password"])
+    assert status == 200
+    bob_access = _cookie_value(_set_cookies(headers)["accessTokenEtls"])
+    status, _, body = _request(port, "GET", "/whoami", {"Cookie": f"accessTokenEtls={bob_access}"})
+    assert (status, json.loads(body)) == (200, {"userId": "u-bob-42", "role": "user", "name": "Bob User"})
+    status, _, _ = _request(port, "GET", "/admin", {"Cookie": f"accessTokenEtls={bob_access}", "Accept": "text/html"})
+    assert status == 403
+
+    # The public login page, and a page load without a session sent to it.
+    status, _, body = _request(port, "GET", "/login", {"Accept": "text/html"})
+    assert status == 200 and b"/api/auth/login" in body
+    status, headers, _ = _request(port, "GET", "/admin", {"Accept": "text/html"})
+    assert status == 302 and dict((k.lower(), v) for k, v in headers)["location"] == "/login?next=%2Fadmin"
