@@ -22,6 +22,8 @@ from login_support import (  # noqa: E402
 
 LOGIN = "/api/auth/login"
 JSON_HEADERS = {"Content-Type": "application/json"}
+# Client timeout: above login_timeout_ms (5 s by default), so a hang fails fast and plainly.
+T = 8
 
 # Everything secret this module sends or receives; the last test checks Envoy's log for it.
 SECRETS_SEEN: set[str] = set()
@@ -35,6 +37,7 @@ def password() -> str:
 
 def login(gw, email="user@example.test", pw=None, path=LOGIN, **kw):
     pw = pw if pw is not None else password()
+    kw.setdefault("timeout", T)
     return gw.post(path, body=login_body(email, pw), headers=JSON_HEADERS, **kw), pw
 
 
@@ -164,7 +167,7 @@ def test_login_ignores_query_string_and_existing_cookies(gw_inline, login_api):
 
 def test_login_with_extra_fields_forwards_only_email_and_password(gw_inline, login_api):
     pw = password()
-    r = gw_inline.post(LOGIN, body={"email": "x@example.test", "password": pw, "remember": True, "role": "admin"})
+    r = gw_inline.post(LOGIN, body={"email": "x@example.test", "password": pw, "remember": True, "role": "admin"}, timeout=T)
     # SPEC.md names the two fields only; extra ones are either refused (400) or dropped.
     assert r.status in (200, 400), r
     if r.status == 200:
@@ -285,7 +288,7 @@ def test_login_api_refusing_connections_gives_502_or_504(gw_refused):
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
 def test_login_route_with_other_method_gives_405_allow_post(gw_inline, login_api, method):
     body = login_body("a@example.test", password()) if method in ("PUT", "PATCH") else None
-    r = gw_inline.request(method, LOGIN, body=body, headers=JSON_HEADERS if body else None)
+    r = gw_inline.request(method, LOGIN, body=body, headers=JSON_HEADERS if body else None, timeout=T)
     assert r.status == 405, r
     assert r.header_all("Allow") == ["POST"], r
     no_cookie_no_app(r, gw_inline)
@@ -313,7 +316,7 @@ BAD_BODIES = {
 
 @pytest.mark.parametrize("body", list(BAD_BODIES.values()), ids=list(BAD_BODIES))
 def test_login_with_bad_body_gives_400(gw_inline, login_api, body):
-    r = gw_inline.post(LOGIN, body=body, headers=JSON_HEADERS)
+    r = gw_inline.post(LOGIN, body=body, headers=JSON_HEADERS, timeout=T)
     assert r.status == 400, r
     no_cookie_no_app(r, gw_inline)
     assert login_api.requests() == []
@@ -322,7 +325,7 @@ def test_login_with_bad_body_gives_400(gw_inline, login_api, body):
 def test_login_body_at_the_limit_is_accepted(gw_inline, login_api):
     body, pw = login_body_of_size(16384)
     SECRETS_SEEN.add(pw)
-    r = gw_inline.post(LOGIN, body=body, headers=JSON_HEADERS)
+    r = gw_inline.post(LOGIN, body=body, headers=JSON_HEADERS, timeout=T)
     assert r.status == 200, r
     assert login_api.requests()[0].json() == {"email": "big@example.test", "password": pw}
 
@@ -330,7 +333,7 @@ def test_login_body_at_the_limit_is_accepted(gw_inline, login_api):
 def test_login_body_over_the_limit_gives_413(gw_inline, login_api):
     body, pw = login_body_of_size(16385)
     SECRETS_SEEN.add(pw)
-    r = gw_inline.post(LOGIN, body=body, headers=JSON_HEADERS)
+    r = gw_inline.post(LOGIN, body=body, headers=JSON_HEADERS, timeout=T)
     assert r.status == 413, r
     no_cookie_no_app(r, gw_inline)
     assert login_api.requests() == []
@@ -340,7 +343,7 @@ def test_chunked_login_body_within_the_limit_is_accepted(gw_inline, login_api):
     pw = password()
     body = login_body("chunked@example.test", pw)
     pieces = [body[i:i + 7] for i in range(0, len(body), 7)]
-    r = post_chunked(gw_inline.port, LOGIN, pieces, pause=0.01)
+    r = post_chunked(gw_inline.port, LOGIN, pieces, pause=0.01, timeout=T)
     assert r.status == 200, r
     assert len(r.set_cookie_headers) == 4
     assert login_api.requests()[0].json() == {"email": "chunked@example.test", "password": pw}
@@ -349,7 +352,7 @@ def test_chunked_login_body_within_the_limit_is_accepted(gw_inline, login_api):
 def test_chunked_login_body_over_the_limit_gives_413(gw_inline, login_api):
     body, pw = login_body_of_size(40000)
     SECRETS_SEEN.add(pw)
-    r = post_chunked(gw_inline.port, LOGIN, [body[i:i + 4096] for i in range(0, len(body), 4096)], pause=0.005)
+    r = post_chunked(gw_inline.port, LOGIN, [body[i:i + 4096] for i in range(0, len(body), 4096)], pause=0.005, timeout=T)
     assert r.status == 413, r
     assert r.set_cookie_headers == []
     assert login_api.requests() == []
@@ -360,12 +363,12 @@ def test_configured_body_limit(gw_custom, login_api):
     at_limit, pw1 = login_body_of_size(200)
     over, pw2 = login_body_of_size(201)
     SECRETS_SEEN.update({pw1, pw2})
-    r = gw_custom.post("/auth/signin", body=at_limit, headers=JSON_HEADERS)
+    r = gw_custom.post("/auth/signin", body=at_limit, headers=JSON_HEADERS, timeout=T)
     assert r.status == 200, r
-    r = gw_custom.post("/auth/signin", body=over, headers=JSON_HEADERS)
+    r = gw_custom.post("/auth/signin", body=over, headers=JSON_HEADERS, timeout=T)
     assert r.status == 413, r
     no_cookie_no_app(r, gw_custom)
-    r = post_chunked(gw_custom.port, "/auth/signin", [over[:100], over[100:]], pause=0.01)
+    r = post_chunked(gw_custom.port, "/auth/signin", [over[:100], over[100:]], pause=0.01, timeout=T)
     assert r.status == 413, r
     assert len(login_api.requests()) == 1
 
