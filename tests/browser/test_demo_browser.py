@@ -1,7 +1,8 @@
 """The demo in a real browser: headless Debian Chromium, driven by WebDriver (selenium).
 
 scripts/demo.sh starts, as a subprocess, the demo login API, the demo app and Envoy with the
-real filter and the shipped envoy.yaml (access_ttl_s shortened to 2 s, ports moved to free ones).
+real filter and the shipped envoy.yaml (access_ttl_s shortened to 4 s, cookie_secure true, ports
+moved to free ones).
 The browser signs in through the login form, lands on the protected page and sees its name,
 cannot read the HttpOnly session cookies from JavaScript, stays signed in across an access
 token expiry (the filter rotates both ETLS cookies), and logs out.
@@ -60,15 +61,13 @@ def free_ports(n):
             s.close()
 
 
-def port_is_free(port):
-    s = socket.socket()
+def nothing_listens_on(port):
+    """True when a connection to 127.0.0.1:port is refused (no listener left behind)."""
     try:
-        s.bind(("127.0.0.1", port))
-        return True
-    except OSError:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
         return False
-    finally:
-        s.close()
+    except ConnectionRefusedError:
+        return True
 
 
 def children_of(pid):
@@ -121,6 +120,9 @@ class Demo:
         env = dict(os.environ)
         env.update({
             "ETLS_DEMO_ACCESS_TTL_S": str(ACCESS_TTL_S),
+            # The production default, whatever envoy.yaml says: Chromium must keep Secure cookies
+            # on http://localhost (a secure context).
+            "ETLS_DEMO_COOKIE_SECURE": "true",
             "ETLS_DEMO_LISTEN_PORT": str(self.listen),
             "ETLS_DEMO_ADMIN_PORT": str(self.admin),
             "ETLS_DEMO_APP_PORT": str(self.app),
@@ -350,5 +352,5 @@ def test_demo_sh_stops_every_process_on_sigterm(demo):
     assert status == 143
     assert [p for p in pids if pid_alive(p)] == []
     for port in (demo.listen, demo.admin, demo.app, demo.login_api):
-        assert port_is_free(port), port
+        assert nothing_listens_on(port), port
     assert "demo: stopped" in demo.stdout_path.read_text()
