@@ -1,0 +1,708 @@
+//! Property tests (issue 6, hardening), run by `cargo test`: the core never panics on any input,
+//! and it lets a protected request through only with a valid access token or rotates only with a
+//! valid refresh token. Inputs: arbitrary methods, paths (with dot-segment and encoding tricks),
+//! `Accept`, `Cookie` headers (real tokens, real tokens mutated, forged, expired, wrong kind,
+//! wrong alg, random and non-UTF-8 bytes), login bodies, answers of the login API and of the
+//! refresh cluster, and plugin configurations (arbitrary bytes, arbitrary JSON, and objects of
+//! the real keys with random values).
+//!
+//! The judge (`fuzz/common/judge.rs`, shared with the cargo-fuzz targets) checks each decision
+//! against conditions written independently of the filter's code; see its module comment.
+//! Case counts: `PROPTEST_CASES` overrides the per-test defaults below.
+
+#[path = "../fuzz/common/judge.rs"]
+mod judge;
+
+use etls_auth::config::Config;
+use etls_auth::core::decision::{CallKind, Decision, UpstreamReply};
+use etls_auth::core::request::RequestView;
+use etls_auth::core::{self, login};
+use etls_auth::error::CallError;
+use judge::{Alg, Setup, Signer, NOW};
+use proptest::prelude::*;
+use proptest::sample::Index;
+use serde_json::{json, Value};
+
+fn cases(default: u32) -> ProptestConfig {
+    let n = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    ProptestConfig { cases: n, failure_persistence: None, ..ProptestConfig::default() }
+}
+
+fn setups() -> Vec<Setup> {
+    judge::setups().unwrap()
+}
+
+// --- tokens ---------------------------------------------------------------------------------
+
+/// How a generated token is made before mutation.
+#[derive(Debug, Clone)]
+struct TokSpec {
+    signer: Signer,
+    alg: Alg,
+    user_id: Value,
+    role: Option<Value>,
+    iat: Option<i64>,
+    exp: Option<i64>,
+    nbf: Option<i64>,
+    extra: Option<(String, Value)>,
+}
+
+impl TokSpec {
+    fn mint(&self) -> String {
+        let mut claims = json!({ "userId": self.user_id });
+        if let Some(role) = &self.role {
+            claims["role"] = role.clone();
+        }
+        if let Some((k, v)) = &self.extra {
+            if k != "userId" && k != "role" && k != "exp" && k != "iat" && k != "nbf" {
+                claims[k.as_str()] = v.clone();
+            }
+        }
+        judge::mint(self.signer, self.alg, &claims, self.iat, self.exp, self.nbf)
+    }
+}
+
+fn json_scalar() -> BoxedStrategy<Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        (-1e300f64..1e300).prop_map(|f| json!(f)),
+        ".{0,12}".prop_map(Value::from),
+        "[\\x00-\\x1f\\x7f]{1,3}".prop_map(Value::from),
+    ]
+    .boxed()
+}
+
+fn json_any() -> BoxedStrategy<Value> {
+    json_scalar().prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::btree_map(".{0,6}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+    .boxed()
+}
+
+fn user_id() -> BoxedStrategy<Value> {
+    prop_oneof![
+        4 => (0i64..100_000).prop_map(Value::from),
+        3 => "[a-z0-9-]{1,12}".prop_map(Value::from),
+        1 => json_any(),
+    ]
+    .boxed()
+}
+
+fn time_offset() -> BoxedStrategy<Option<i64>> {
+    prop_oneof![
+        Just(None),
+        (-1_000_000i64..1_000_000).prop_map(Some),
+        (-10i64..10).prop_map(Some), // around the leeway
+        any::<i32>().prop_map(|v| Some(i64::from(v))),
+    ]
+    .boxed()
+}
+
+fn tok_spec() -> BoxedStrategy<TokSpec> {
+    (
+        prop::sample::select(Signer::ALL.to_vec()),
+        prop_oneof![8 => Just(Alg::Hs256), 1 => Just(Alg::Hs384), 1 => Just(Alg::Hs512), 1 => Just(Alg::None)],
+        user_id(),
+        prop_oneof![Just(None), Just(Some(json!("admin"))), json_scalar().prop_map(Some)],
+        prop_oneof![3 => Just(Some(-10i64)), 1 => time_offset()],
+        prop_oneof![3 => (1i64..100_000).prop_map(Some), 2 => time_offset()],
+        prop_oneof![4 => Just(None), 1 => time_offset()],
+        prop::option::of(("[a-z]{1,6}", json_scalar())),
+    )
+        .prop_map(|(signer, alg, user_id, role, iat, exp, nbf, extra)| TokSpec { signer, alg, user_id, role, iat, exp, nbf, extra })
+    .boxed()
+}
+
+/// Ways to damage a real token.
+#[derive(Debug, Clone)]
+enum Mutation {
+    None,
+    Replace(Index, char),
+    Delete(Index),
+    Insert(Index, char),
+    Truncate(Index),
+    /// This token's header and payload with another token's signature.
+    Splice(TokSpec),
+    /// The header replaced (signature kept).
+    Header(String),
+    Append(String),
+    Quote,
+}
+
+fn mutation() -> BoxedStrategy<Mutation> {
+    let b64char = prop::sample::select("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ ;,\"\\".chars().collect::<Vec<_>>());
+    prop_oneof![
+        6 => Just(Mutation::None),
+        2 => (any::<Index>(), b64char.clone()).prop_map(|(i, c)| Mutation::Replace(i, c)),
+        1 => any::<Index>().prop_map(Mutation::Delete),
+        1 => (any::<Index>(), b64char).prop_map(|(i, c)| Mutation::Insert(i, c)),
+        1 => any::<Index>().prop_map(Mutation::Truncate),
+        1 => tok_spec().prop_map(Mutation::Splice),
+        1 => prop_oneof![
+            Just(r#"{"alg":"none","typ":"JWT"}"#.to_owned()),
+            Just(r#"{"alg":"HS256","typ":"JWT","crit":["x"]}"#.to_owned()),
+            Just(r#"{"alg":"hs256"}"#.to_owned()),
+            Just(r#"{"alg":"HS256","kid":"../../etc/passwd"}"#.to_owned()),
+            ".{0,20}",
+        ]
+        .prop_map(Mutation::Header),
+        1 => prop_oneof![Just(".".to_owned()), Just("..".to_owned()), Just("=".to_owned()), ".{1,8}"].prop_map(Mutation::Append),
+        1 => Just(Mutation::Quote),
+    ]
+    .boxed()
+}
+
+fn apply(token: String, m: &Mutation) -> String {
+    let mut chars: Vec<char> = token.chars().collect();
+    match m {
+        Mutation::None => return token,
+        Mutation::Replace(i, c) if !chars.is_empty() => {
+            let i = i.index(chars.len());
+            chars[i] = *c;
+        }
+        Mutation::Delete(i) if !chars.is_empty() => {
+            chars.remove(i.index(chars.len()));
+        }
+        Mutation::Insert(i, c) => chars.insert(i.index(chars.len() + 1), *c),
+        Mutation::Truncate(i) => chars.truncate(i.index(chars.len() + 1)),
+        Mutation::Splice(other) => {
+            let other = other.mint();
+            let sig = other.rsplit('.').next().unwrap_or_default();
+            let head = token.rsplit_once('.').map_or(token.as_str(), |(h, _)| h);
+            return format!("{head}.{sig}");
+        }
+        Mutation::Header(h) => {
+            let rest = token.split_once('.').map_or("", |(_, r)| r);
+            return format!("{}.{rest}", judge::b64(h.as_bytes()));
+        }
+        Mutation::Append(s) => return format!("{token}{s}"),
+        Mutation::Quote => return format!("\"{token}\""),
+        _ => {}
+    }
+    chars.into_iter().collect()
+}
+
+fn token() -> BoxedStrategy<String> {
+    prop_oneof![
+        // Real, valid tokens of each kind, often unmutated, so the positive paths are exercised too.
+        3 => (prop_oneof![Just(Signer::Access), Just(Signer::Refresh)], mutation())
+            .prop_map(|(s, m)| apply(if s == Signer::Access { judge::good_access(600) } else { judge::good_refresh(600) }, &m)),
+        4 => (tok_spec(), mutation()).prop_map(|(spec, m)| apply(spec.mint(), &m)),
+        1 => "[A-Za-z0-9_.=-]{0,60}",
+        1 => ".{0,40}",
+    ]
+    .boxed()
+}
+
+// --- requests -------------------------------------------------------------------------------
+
+fn lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// A cookie name: ours (as configured in any setup), look-alikes, or random.
+fn cookie_name() -> BoxedStrategy<String> {
+    prop_oneof![
+        3 => prop::sample::select(vec!["accessTokenEtls", "refreshTokenEtls", "a", "r"]).prop_map(str::to_owned),
+        1 => prop::sample::select(vec![
+            "accessToken", "refreshToken", "ua", "ur", "AccessTokenEtls", " accessTokenEtls", "accessTokenEtls ",
+            "refreshTokenEtls\t", "accessTokenEtlsX", "xrefreshTokenEtls", "A", "R", "", "$a",
+        ])
+        .prop_map(str::to_owned),
+        1 => "[!-~]{1,10}",
+    ]
+    .boxed()
+}
+
+fn cookie_pair() -> BoxedStrategy<String> {
+    (cookie_name(), prop_oneof![4 => token(), 1 => Just(String::new()), 1 => ".{0,16}"]).prop_map(|(n, v)| format!("{n}={v}"))
+    .boxed()
+}
+
+fn cookie_header() -> BoxedStrategy<Option<String>> {
+    prop_oneof![
+        1 => Just(None),
+        6 => (prop::collection::vec(cookie_pair(), 0..5), prop::sample::select(vec!["; ", ";", " ; ", ", ", ";;", "\t;"]))
+            .prop_map(|(pairs, sep)| Some(pairs.join(sep))),
+        1 => prop::collection::vec(any::<u8>(), 0..300).prop_map(|b| Some(lossy(b))),
+        // Large: a valid pair buried in many junk cookies.
+        1 => (0usize..400, token()).prop_map(|(n, t)| Some(format!("{}accessTokenEtls={t}", "j=xxxxxxxxxxxxxxxxxxxxxxxx; ".repeat(n)))),
+    ]
+    .boxed()
+}
+
+fn path() -> BoxedStrategy<String> {
+    let special = prop::sample::select(vec![
+        "/api/auth/login", "/api/auth/refreshtoken", "/api/auth/logout", "/auth/in", "/auth/again", "/auth/out",
+        "/login", "/login/", "/login/x", "/loginx", "/login/../admin", "/login/%2e%2e/admin", "/login%2f..%2fadmin",
+        "/login/..%2Fadmin", "/login//../admin", "/login\\..\\admin", "/login/..;/admin", "/login;/../x", "/login/%252e%252e/x",
+        "/log%69n", "/static/../admin", "/static/", "/static/app.js", "/signin", "/", "//", "//evil.example/x", "/\\evil.example",
+        "https://evil.example/", "*", "", "/login/%00", "/login/%", "/login/%zz", "/api/auth/login/", "/API/auth/login",
+        "/api/auth/login;x", "/api/auth/refreshtoken?x=1", "/dashboard?tab=1&x=%2F", "/login?next=/admin",
+    ])
+    .prop_map(str::to_owned);
+    prop_oneof![
+        4 => special.clone(),
+        2 => (special, "[a-zA-Z0-9%./\\\\;_~?&=-]{0,12}").prop_map(|(s, t)| format!("{s}{t}")),
+        3 => "/[a-zA-Z0-9%./\\\\;_~-]{0,30}(\\?[ -~]{0,12})?",
+        1 => prop::collection::vec(any::<u8>(), 0..64).prop_map(lossy),
+    ]
+    .boxed()
+}
+
+fn method() -> BoxedStrategy<String> {
+    prop_oneof![
+        6 => prop::sample::select(vec!["GET", "POST", "OPTIONS", "PUT", "DELETE", "HEAD", "PATCH"]).prop_map(str::to_owned),
+        1 => prop::sample::select(vec!["", "post", "GET ", "CONNECT"]).prop_map(str::to_owned),
+        1 => ".{0,8}",
+    ]
+    .boxed()
+}
+
+fn accept() -> BoxedStrategy<Option<String>> {
+    prop_oneof![
+        Just(None),
+        prop::sample::select(vec![
+            "text/html", "text/html,application/xhtml+xml,*/*;q=0.8", "application/json", "*/*", "text/html;q=0",
+            "TEXT/HTML; q=0.5", "text/html;q=abc", "text/html;q=-1", "text/htmlx", ",,;;=", "text/html;q",
+        ])
+        .prop_map(|s| Some(s.to_owned())),
+        ".{0,30}".prop_map(Some),
+    ]
+    .boxed()
+}
+
+prop_compose! {
+    fn request()(
+        method in method(), path in path(), cookie in cookie_header(), accept in accept(),
+        has_origin in any::<bool>(), has_cors_request_method in any::<bool>(),
+        content_length in prop_oneof![Just(None), (0u64..40_000).prop_map(Some), any::<u64>().prop_map(Some)],
+        end_of_stream in any::<bool>(),
+    ) -> RequestView {
+        RequestView { method, path, cookie, accept, has_origin, has_cors_request_method, content_length, end_of_stream }
+    }
+}
+
+// --- decide -----------------------------------------------------------------------------------
+
+#[test]
+fn decide_never_panics_and_forwards_only_with_a_valid_token() {
+    let setups = setups();
+    let seen = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    proptest!(cases(6000), |(req in request(), which in any::<Index>())| {
+        let setup = which.get(&setups);
+        let d = core::decide(&setup.cfg, &req, NOW);
+        if let Err(e) = judge::check_decide(setup, &req, NOW, &d) {
+            prop_assert!(false, "setup {}: {e}\nrequest {req:?}\ndecision {d:?}", setup.name);
+        }
+        seen.borrow_mut().insert(outcome_name(&d));
+    });
+    let seen = seen.into_inner();
+    for outcome in [
+        "session_valid", "rotated_inline", "call", "public", "preflight", "denied_no_session",
+        "denied_refresh_invalid", "refresh_rejected", "logged_out", "method_not_allowed", "login_bad_request",
+    ] {
+        assert!(seen.contains(outcome), "the generators never reached {outcome}: {seen:?}");
+    }
+}
+
+fn outcome_name(d: &Decision) -> &'static str {
+    match d {
+        Decision::Forward(f) => f.outcome.as_str(),
+        Decision::Respond(r) => r.outcome.as_str(),
+        Decision::Call(_) => "call",
+        Decision::ReadBody { .. } => "read_body",
+    }
+}
+
+#[test]
+fn judge_catches_bypasses() {
+    // The judge itself, against hand-made wrong decisions: each must be flagged.
+    use etls_auth::core::decision::{Forward, LocalReply, Outcome};
+    let setups = setups();
+    let setup = &setups[0];
+    let req = |path: &str, cookie: Option<String>| RequestView { method: "GET".into(), path: path.into(), cookie, end_of_stream: true, ..RequestView::default() };
+    let forward = |outcome: Outcome, edits: Vec<(String, Option<String>)>, set_cookies: Vec<String>| Decision::Forward(Forward { outcome, header_edits: edits, set_cookies });
+    let id = |u: &str| vec![("x-etls-user-id".to_owned(), Some(u.to_owned())), ("x-etls-role".to_owned(), Some("admin".to_owned()))];
+    let strip = vec![("x-etls-user-id".to_owned(), None), ("x-etls-role".to_owned(), None)];
+    let forged = judge::mint(Signer::Forged, Alg::Hs256, &json!({"userId": 42, "role": "admin"}), None, Some(600), None);
+    let expired = judge::mint(Signer::Access, Alg::Hs256, &json!({"userId": 42, "role": "admin"}), None, Some(-60), None);
+    let no_exp = judge::mint(Signer::Access, Alg::Hs256, &json!({"userId": 42, "role": "admin"}), None, None, None);
+    let wrong_bad = [
+        (req("/x", None), forward(Outcome::SessionValid, id("42"), vec![])),
+        (req("/x", Some(format!("accessTokenEtls={forged}"))), forward(Outcome::SessionValid, id("42"), vec![])),
+        (req("/x", Some(format!("accessTokenEtls={expired}"))), forward(Outcome::SessionValid, id("42"), vec![])),
+        (req("/x", Some(format!("accessTokenEtls={no_exp}"))), forward(Outcome::SessionValid, id("42"), vec![])),
+        (req("/x", Some(format!("accessTokenEtls={}", judge::good_refresh(60)))), forward(Outcome::SessionValid, id("42"), vec![])),
+        (req("/x", Some(format!("accessTokenEtls={}", judge::good_access(60)))), forward(Outcome::SessionValid, id("7"), vec![])),
+        (req("/x", Some(format!("accessTokenEtls={}", judge::good_access(60)))), forward(Outcome::SessionValid, vec![], vec![])),
+        (req("/x", Some(format!("refreshTokenEtls={}", judge::good_access(60)))), forward(Outcome::RotatedInline, id("42"), vec![])),
+        (req("/login/../admin", None), forward(Outcome::Public, strip.clone(), vec![])),
+        (req("/login/%2e%2e/admin", None), forward(Outcome::Public, strip.clone(), vec![])),
+        (req("/login%2F..%2Fadmin", None), forward(Outcome::Public, strip.clone(), vec![])),
+        (req("/login", None), forward(Outcome::Public, id("42"), vec![])),
+        (req("/x", None), forward(Outcome::Preflight, strip.clone(), vec![])),
+        (req("/x", None), Decision::Respond(LocalReply::json(Outcome::DeniedNoSession, 401, r#"{"error":"Unauthorized"}"#))),
+        (req("/api/auth/logout", None), Decision::Respond(LocalReply::json(Outcome::LoggedOut, 200, r#"{"message":"Logged out"}"#).with_cookies(setup.cfg.cookies.clear_all()))),
+        (req("//evil.example/x", None), Decision::Respond(LocalReply { outcome: Outcome::DeniedNoSession, status: 302, headers: vec![("location".into(), "/login?next=%2F%2Fevil.example%2Fx".into())], body: vec![] }.with_cookies(setup.cfg.cookies.clear_all()))),
+    ];
+    for (i, (r, d)) in wrong_bad.iter().enumerate() {
+        assert!(judge::check_decide(setup, r, NOW, d).is_err(), "case {i}: the judge accepted {d:?} for {r:?}");
+    }
+}
+
+#[test]
+fn decide_with_real_sessions_on_protected_paths() {
+    // Focused on the positive side: clean headers with real tokens, so that SessionValid,
+    // RotatedInline and the refresh call are reached often and judged each time.
+    let setups = setups();
+    let seen = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    proptest!(cases(600), |(
+        which in any::<Index>(),
+        access in prop::option::of(prop_oneof![2 => Just(judge::good_access(600)), 3 => token()]),
+        refresh in prop::option::of(prop_oneof![2 => Just(judge::good_refresh(600)), 3 => token()]),
+        end_of_stream in any::<bool>(),
+        path in prop_oneof![
+            4 => "/[a-z]{1,8}(/[a-z0-9]{1,8}){0,2}(\\?[a-z=&]{0,8})?",
+            2 => prop::sample::select(vec!["/api/auth/refreshtoken", "/auth/again", "/api/auth/logout", "/auth/out", "/api/auth/login", "/auth/in"]).prop_map(str::to_owned),
+        ],
+        method in prop::sample::select(vec!["GET", "POST"]), html in any::<bool>(), other in "[a-z]{1,5}=[a-z0-9]{0,5}",
+    )| {
+        let setup = which.get(&setups);
+        let names = &setup.cfg.cookies.names;
+        let mut pairs = vec![other];
+        pairs.extend(access.map(|a| format!("{}={a}", names.access)));
+        pairs.extend(refresh.map(|r| format!("{}={r}", names.refresh)));
+        let req = RequestView {
+            method: method.into(), path, cookie: Some(pairs.join("; ")),
+            accept: Some(if html { "text/html" } else { "application/json" }.into()), end_of_stream,
+            ..RequestView::default()
+        };
+        let d = core::decide(&setup.cfg, &req, NOW);
+        if let Err(e) = judge::check_decide(setup, &req, NOW, &d) {
+            prop_assert!(false, "setup {}: {e}\nrequest {req:?}\ndecision {d:?}", setup.name);
+        }
+        seen.borrow_mut().insert(match &d {
+            Decision::Forward(f) => f.outcome.as_str(),
+            Decision::Respond(r) => r.outcome.as_str(),
+            Decision::Call(_) => "call",
+            Decision::ReadBody { .. } => "read_body",
+        });
+    });
+    // The generators reach every protected-path outcome (else the property above says little).
+    let seen = seen.into_inner();
+    for outcome in ["session_valid", "rotated_inline", "call", "denied_no_session", "denied_no_refresh", "denied_refresh_invalid", "refreshed", "refresh_rejected", "logged_out", "read_body", "login_bad_request"] {
+        assert!(seen.contains(outcome), "never reached {outcome}: {seen:?}");
+    }
+}
+
+#[test]
+fn real_tokens_unmutated_are_accepted() {
+    // The judge's positive side, concretely: without a mutation the generated valid tokens pass.
+    let setups = setups();
+    let setup = &setups[0];
+    let req = |cookie: String| RequestView { method: "GET".into(), path: "/x".into(), cookie: Some(cookie), end_of_stream: true, ..RequestView::default() };
+    let d = core::decide(&setup.cfg, &req(format!("accessTokenEtls={}", judge::good_access(60))), NOW);
+    assert!(matches!(d, Decision::Forward(ref f) if f.outcome.as_str() == "session_valid"), "{d:?}");
+    let d = core::decide(&setup.cfg, &req(format!("refreshTokenEtls={}", judge::good_refresh(60))), NOW);
+    assert!(matches!(d, Decision::Forward(ref f) if f.outcome.as_str() == "rotated_inline"), "{d:?}");
+    // A refresh token in the access cookie, and the reverse, are not sessions.
+    let d = core::decide(&setup.cfg, &req(format!("accessTokenEtls={}", judge::good_refresh(60))), NOW);
+    assert!(matches!(d, Decision::Respond(ref r) if r.status == 401), "{d:?}");
+    let d = core::decide(&setup.cfg, &req(format!("refreshTokenEtls={}", judge::good_access(60))), NOW);
+    assert!(matches!(d, Decision::Respond(ref r) if r.status == 401), "{d:?}");
+}
+
+// --- login body -------------------------------------------------------------------------------
+
+fn login_body() -> BoxedStrategy<Vec<u8>> {
+    prop_oneof![
+        3 => (json_any(), json_any()).prop_map(|(e, p)| json!({"email": e, "password": p}).to_string().into_bytes()),
+        3 => (".{0,40}", ".{0,80}").prop_map(|(e, p)| json!({"email": e, "password": p}).to_string().into_bytes()),
+        1 => (".{0,20}", 0usize..20_000).prop_map(|(e, n)| json!({"email": e, "password": "p".repeat(n)}).to_string().into_bytes()),
+        2 => json_any().prop_map(|v| v.to_string().into_bytes()),
+        2 => prop::collection::vec(any::<u8>(), 0..200),
+        1 => Just(br#"{"email":"a","email":"b","password":"p"}"#.to_vec()),
+        1 => (".{0,10}", any::<Index>()).prop_map(|(e, i)| {
+            let full = json!({"email": e, "password": "pw"}).to_string().into_bytes();
+            full[..i.index(full.len() + 1)].to_vec()
+        }),
+    ]
+    .boxed()
+}
+
+#[test]
+fn login_body_never_panics_and_calls_only_with_two_strings() {
+    let setups = setups();
+    proptest!(cases(1500), |(body in login_body(), which in any::<Index>())| {
+        let setup = which.get(&setups);
+        let d = login::on_body(&setup.cfg, &body);
+        if let Err(e) = judge::check_on_body(setup, &body, &d) {
+            prop_assert!(false, "setup {}: {e}\nbody {:?}\ndecision {d:?}", setup.name, String::from_utf8_lossy(&body));
+        }
+    });
+}
+
+// --- answers of the login API and the refresh cluster -------------------------------------------
+
+fn status() -> BoxedStrategy<u32> {
+    prop_oneof![
+        4 => prop::sample::select(vec![0u32, 100, 200, 201, 204, 299, 301, 302, 400, 401, 403, 404, 429, 499, 500, 502, 503, 504, 599, 600, 999]),
+        1 => any::<u32>(),
+    ]
+    .boxed()
+}
+
+fn header_value_bytes() -> BoxedStrategy<Vec<u8>> {
+    prop_oneof![
+        ".{0,20}".prop_map(String::into_bytes),
+        prop::collection::vec(any::<u8>(), 0..40),
+        Just(b"30".to_vec()),
+        Just(b"1\r\nSet-Cookie: x=y".to_vec()),
+    ]
+    .boxed()
+}
+
+fn login_answer_body() -> BoxedStrategy<Vec<u8>> {
+    let good_token = prop_oneof![6 => "[A-Za-z0-9._-]{1,40}", 1 => ".{0,20}", 1 => Just("a;b".to_owned()), 1 => Just("a\r\nb".to_owned())];
+    prop_oneof![
+        4 => (good_token.clone(), good_token, user_id(), prop::option::of(json_scalar()), prop::option::of(json_any()))
+            .prop_map(|(a, r, id, role, more)| {
+                let mut user = json!({"id": id});
+                if let Some(role) = role { user["role"] = role; }
+                if let Some(more) = more { user["more"] = more; }
+                json!({"accessToken": a, "refreshToken": r, "userData": user}).to_string().into_bytes()
+            }),
+        2 => json_any().prop_map(|v| v.to_string().into_bytes()),
+        1 => prop::collection::vec(any::<u8>(), 0..200),
+        1 => Just(b"{\"accessToken\":\"a\",\"refreshToken\":\"r\",\"userData\":{\"id\":1}".to_vec()),
+    ]
+    .boxed()
+}
+
+prop_compose! {
+    fn login_answer()(
+        status in prop_oneof![1 => Just(200u32), 3 => status()],
+        headers in prop::collection::vec((prop::sample::select(vec!["retry-after", "Retry-After", "set-cookie", "content-type", "x-any"]).prop_map(str::to_owned), header_value_bytes()), 0..4),
+        body in login_answer_body(),
+        extra in prop_oneof![4 => Just(0usize), 1 => any::<usize>(), 1 => 0usize..200_000],
+        failed in prop_oneof![8 => Just(None), 1 => Just(Some(CallError::NoResponse)), 1 => ".{0,10}".prop_map(|s| Some(CallError::Dispatch(s)))],
+    ) -> Result<UpstreamReply, CallError> {
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(UpstreamReply { status, headers, body_size: body.len().saturating_add(extra), body }),
+        }
+    }
+}
+
+#[test]
+fn login_answer_never_panics_and_sets_cookies_only_on_success() {
+    let setups = setups();
+    let successes = std::cell::Cell::new(0u32);
+    proptest!(cases(2000), |(answer in login_answer(), which in any::<Index>(), req in request())| {
+        let setup = which.get(&setups);
+        let d = core::on_reply(&setup.cfg, CallKind::Login, &req, answer.clone(), NOW);
+        if let Err(e) = judge::check_login_reply(setup, &answer, &d) {
+            prop_assert!(false, "setup {}: {e}\nanswer {answer:?}\ndecision {d:?}", setup.name);
+        }
+        if matches!(&d, Decision::Respond(r) if r.status == 200) { successes.set(successes.get() + 1); }
+    });
+    assert!(successes.get() > 0, "no generated login answer was a success");
+}
+
+fn set_cookie_value(names: (&'static str, &'static str)) -> BoxedStrategy<Vec<u8>> {
+    prop_oneof![
+        3 => (prop::sample::select(vec![names.0, names.1, "a", "r", "other"]), token(), prop::sample::select(vec!["; HttpOnly; Path=/; Max-Age=900", "", ";", "; Path=/; Domain=evil"]))
+            .prop_map(|(n, t, attrs)| format!("{n}={t}{attrs}").into_bytes()),
+        1 => header_value_bytes(),
+    ]
+    .boxed()
+}
+
+prop_compose! {
+    fn refresh_answer()(
+        status in prop_oneof![4 => Just(200u32), 1 => status()],
+        cookies in prop::collection::vec(set_cookie_value(("accessTokenEtls", "refreshTokenEtls")), 0..4),
+        good in any::<bool>(),
+        failed in prop_oneof![8 => Just(None), 1 => Just(Some(CallError::NoResponse))],
+    ) -> Result<UpstreamReply, CallError> {
+        let mut headers: Vec<(String, Vec<u8>)> = cookies.into_iter().map(|c| ("set-cookie".to_owned(), c)).collect();
+        if good {
+            headers.push(("set-cookie".into(), format!("accessTokenEtls={}; Path=/", judge::good_access(600)).into_bytes()));
+            headers.push(("Set-Cookie".into(), format!("refreshTokenEtls={}", judge::good_refresh(600)).into_bytes()));
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(UpstreamReply { status, headers, body: Vec::new(), body_size: 0 }),
+        }
+    }
+}
+
+#[test]
+fn refresh_answer_never_panics_and_forwards_only_valid_new_tokens() {
+    let setups = setups();
+    let rotated = std::cell::Cell::new(0u32);
+    proptest!(cases(1500), |(answer in refresh_answer(), which in any::<Index>(), req in request())| {
+        let setup = which.get(&setups);
+        let d = core::on_reply(&setup.cfg, CallKind::Refresh, &req, answer.clone(), NOW);
+        if let Err(e) = judge::check_refresh_reply(setup, &req, &answer, &d) {
+            prop_assert!(false, "setup {}: {e}\nanswer {answer:?}\ndecision {d:?}", setup.name);
+        }
+        if matches!(d, Decision::Forward(_)) { rotated.set(rotated.get() + 1); }
+    });
+    assert!(rotated.get() > 0, "no generated refresh answer rotated");
+}
+
+// --- configuration ------------------------------------------------------------------------------
+
+const KEYS: [&str; 30] = [
+    "login_cluster", "login_authority", "login_upstream_path", "login_timeout_ms", "refresh_cluster", "refresh_authority",
+    "refresh_timeout_ms", "login_path", "refresh_path", "logout_path", "login_page", "public_paths", "bypass_cors_preflight",
+    "access_ttl_s", "refresh_ttl_s", "access_secret_env", "refresh_secret_env", "clock_skew_s", "cookie_secure",
+    "cookie_same_site", "cookie_domain", "access_cookie", "refresh_cookie", "upstream_access_cookie",
+    "upstream_refresh_cookie", "user_id_header", "role_header", "max_login_body_bytes", "unknown_key", "",
+];
+
+fn config_value() -> BoxedStrategy<Value> {
+    prop_oneof![
+        3 => prop::sample::select(vec!["/x", "/login", "/", "//x", "a b", "x", "Strict", "lax", "None", "example.test", "ETLS_ACCESS", "X_PREV", "x-user", "cookie"]).prop_map(Value::from),
+        2 => "[ -~]{0,12}".prop_map(Value::from),
+        2 => prop_oneof![Just(0u64), Just(1), Just(5), Just(300_000), Just(34_560_000), Just(1_048_576), Just(u64::MAX)].prop_map(Value::from),
+        1 => prop::collection::vec(prop_oneof!["/[a-z/]{0,6}", ".{0,6}"], 0..4).prop_map(Value::from),
+        2 => json_any(),
+    ]
+    .boxed()
+}
+
+fn secret_env() -> BoxedStrategy<Vec<(String, Vec<u8>)>> {
+    let name = prop::sample::select(vec!["ETLS_ACCESS", "ETLS_REFRESH", "ETLS_ACCESS_PREVIOUS", "ETLS_REFRESH_PREVIOUS", "X_PREV", "ETLS_ACCESS_PREVIOUS_PREVIOUS"]);
+    let value = prop_oneof![
+        Just(judge::ACCESS_SECRET.to_vec()),
+        Just(judge::REFRESH_SECRET.to_vec()),
+        prop::collection::vec(any::<u8>(), 0..64),
+    ];
+    prop::collection::vec((name.prop_map(str::to_owned), value), 0..6)
+    .boxed()
+}
+
+/// Parses `json` with secrets from `env`; checks the error line, and on success that the config
+/// works: a request with a valid-looking session is decided without panicking.
+fn parse_and_use(json: &[u8], env: &[(String, Vec<u8>)]) -> Result<(), TestCaseError> {
+    let lookup = |name: &str| env.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    match Config::parse(json, lookup) {
+        Err(e) => {
+            let line = e.to_string();
+            prop_assert!(!line.is_empty() && !line.contains('\n'), "error is not one line: {line:?}");
+            prop_assert!(line.starts_with('`') || line.starts_with("configuration:"), "error names no key: {line:?}");
+            for (_, secret) in env {
+                if secret.len() >= 8 {
+                    prop_assert!(!line.contains(&*String::from_utf8_lossy(secret)), "error shows a secret: {line:?}");
+                }
+            }
+        }
+        Ok(cfg) => {
+            prop_assert!(cfg.login_page.starts_with('/') && !cfg.login_page.starts_with("//"));
+            prop_assert!(cfg.public_paths.iter().all(|p| p.starts_with('/')));
+            let r = &cfg.routes;
+            prop_assert!(r.login != r.refresh && r.login != r.logout && r.refresh != r.logout);
+            let names = &cfg.cookies.names;
+            let cookie = format!("{}={}; {}={}", names.access, judge::good_access(60), names.refresh, judge::good_refresh(60));
+            for (method, path) in [("GET", "/x"), ("POST", r.login.as_str()), ("POST", r.refresh.as_str()), ("POST", r.logout.as_str()), ("GET", "/x/../y")] {
+                let req = RequestView { method: method.into(), path: path.into(), cookie: Some(cookie.clone()), accept: Some("text/html".into()), end_of_stream: true, ..RequestView::default() };
+                let _ = core::decide(&cfg, &req, NOW);
+            }
+            let _ = login::on_body(&cfg, br#"{"email":"e","password":"p"}"#);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn config_parse_never_panics_on_arbitrary_bytes() {
+    proptest!(cases(1500), |(bytes in prop::collection::vec(any::<u8>(), 0..300), env in secret_env())| {
+        parse_and_use(&bytes, &env)?;
+    });
+}
+
+#[test]
+fn config_parse_never_panics_on_arbitrary_json() {
+    proptest!(cases(1500), |(value in json_any(), env in secret_env())| {
+        parse_and_use(value.to_string().as_bytes(), &env)?;
+    });
+}
+
+#[test]
+fn config_parse_never_panics_on_real_keys_with_random_values() {
+    let accepted = std::cell::Cell::new(0u32);
+    proptest!(cases(3000), |(
+        fields in prop::collection::vec((prop::sample::select(KEYS.to_vec()), config_value()), 0..8),
+        cluster in prop_oneof![3 => Just(Some(json!("login_api"))), 1 => config_value().prop_map(Some), 1 => Just(None)],
+        env in prop_oneof![3 => Just(vec![("ETLS_ACCESS".to_owned(), judge::ACCESS_SECRET.to_vec()), ("ETLS_REFRESH".to_owned(), judge::REFRESH_SECRET.to_vec())]), 1 => secret_env()],
+    )| {
+        let mut obj = serde_json::Map::new();
+        if let Some(c) = cluster { obj.insert("login_cluster".into(), c); }
+        for (k, v) in fields { obj.insert(k.to_owned(), v); }
+        let env_ok = env.clone();
+        let json = Value::Object(obj).to_string();
+        if Config::parse(json.as_bytes(), |n: &str| env_ok.iter().rev().find(|(k, _)| k == n).map(|(_, v)| v.clone())).is_ok() {
+            accepted.set(accepted.get() + 1);
+        }
+        parse_and_use(json.as_bytes(), &env)?;
+    });
+    assert!(accepted.get() > 0, "no generated configuration was valid");
+}
+
+// --- the per-VM token cache ---------------------------------------------------------------------
+
+#[test]
+fn decide_cached_over_request_sequences_never_lets_a_stale_token_through() {
+    // The shell decides through one TokenCache per VM. Over a sequence of requests with the clock
+    // moving forwards and backwards, a small pool of tokens (some expiring soon, some not yet
+    // valid) is verified, cached and re-presented: every decision must still be one the judge
+    // accepts at that moment, exactly as without a cache (compared with `decide`).
+    use etls_auth::core::cache::TokenCache;
+    let setups = setups();
+    let pool = |setup: &Setup| -> Vec<String> {
+        let c = json!({"userId": 42, "role": "admin"});
+        let skew = i64::try_from(setup.cfg.clock_skew_s).unwrap();
+        let mut v = Vec::new();
+        for signer in [Signer::Access, Signer::Refresh, Signer::AccessPrevious, Signer::RefreshPrevious, Signer::Forged] {
+            for exp in [-skew - 1, -skew, 0, 3, skew + 1, 30, 900] {
+                v.push(judge::mint(signer, Alg::Hs256, &c, Some(-10), Some(exp), None));
+            }
+            v.push(judge::mint(signer, Alg::Hs256, &c, Some(20), Some(900), None)); // iat in the future
+            v.push(judge::mint(signer, Alg::Hs256, &c, None, Some(900), Some(15))); // nbf in the future
+            v.push(judge::mint(signer, Alg::Hs256, &c, None, None, None)); // no exp
+        }
+        v
+    };
+    let step = (any::<Index>(), prop::option::of(any::<Index>()), prop::option::of(any::<Index>()), -40i64..40, any::<bool>(), prop::sample::select(vec!["/x", "/api/auth/refreshtoken", "/auth/again"]));
+    proptest!(cases(300), |(which in any::<Index>(), capacity in prop_oneof![Just(1usize), Just(2), Just(1024)], steps in prop::collection::vec(step, 1..40))| {
+        let setup = which.get(&setups);
+        let tokens = pool(setup);
+        let mut cache = TokenCache::new(capacity);
+        let names = &setup.cfg.cookies.names;
+        for (_, access, refresh, dt, post, path) in steps {
+            let now = NOW.saturating_add_signed(dt);
+            let mut pairs = Vec::new();
+            pairs.extend(access.map(|i| format!("{}={}", names.access, i.get(&tokens))));
+            pairs.extend(refresh.map(|i| format!("{}={}", names.refresh, i.get(&tokens))));
+            let req = RequestView {
+                method: if post { "POST" } else { "GET" }.into(), path: path.into(), cookie: Some(pairs.join("; ")),
+                accept: Some("application/json".into()), end_of_stream: true, ..RequestView::default()
+            };
+            let d = core::decide_cached(&setup.cfg, &mut cache, &req, now);
+            if let Err(e) = judge::check_decide(setup, &req, now, &d) {
+                prop_assert!(false, "setup {} capacity {capacity} now {dt:+}: {e}\nrequest {req:?}\ndecision {d:?}", setup.name);
+            }
+            let uncached = core::decide(&setup.cfg, &req, now);
+            prop_assert_eq!(outcome_name(&d), outcome_name(&uncached), "cache changed the outcome at now {:+}: {:?}", dt, req);
+        }
+    });
+}
