@@ -228,3 +228,19 @@ def test_refresh_expired_past_leeway_is_denied(gw):
     t = tokens.now()
     ref = tokens.refresh(13, "user", iat=t - 604800, exp=t - 9)
     checks.unauthorized(gw.get("/x", cookies=gw.session(tokens.expired_access(13, "user"), ref)), gw)
+
+
+@pytest.mark.parametrize("accept", ["text/html", "application/json, text/html;q=0.5", "application/xhtml+xml,text/html",
+                                    "TEXT/HTML", "text/html; charset=utf-8"])
+def test_accept_listing_text_html_gets_redirect(gw, accept):
+    r = gw.get("/p?a=1", accept=accept)
+    checks.redirected_to_login(r, gw, "/p?a=1")
+
+
+@pytest.mark.parametrize("refresh_state", ["garbage", "expired", "forged"])
+def test_valid_access_with_bad_refresh_passes_without_touching_cookies(gw, refresh_state):
+    ref = {"garbage": "zzz", "expired": tokens.expired_refresh(1, "user"),
+           "forged": tokens.refresh(1, "user", secret=tokens.WRONG_SECRET)}[refresh_state]
+    r = gw.get("/x", cookies=gw.session(tokens.access(1, "user"), ref))
+    checks.identity(checks.echo(r), gw, "1", "user")
+    assert r.set_cookie_headers == []

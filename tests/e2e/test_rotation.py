@@ -177,3 +177,24 @@ def test_rotation_goes_through_the_configured_mode(gw):
         assert before is not None and after == before + 1, f"{stat}: {before} -> {after}"
     else:
         assert before is None and after is None
+
+
+def test_concurrent_rotations_do_not_mix_up_users(gw):
+    """Many rotations in flight at once (in cluster mode: many dispatched calls back into this
+    Envoy): each request is answered with its own user's tokens and identity."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i):
+        uid = 5000 + i
+        r = gw.post(f"/api/c/{i}", body=f'{{"i": {i}}}'.encode(), headers={"Content-Type": "application/json"},
+                    cookies=gw.session(tokens.expired_access(uid, f"r{i}"), tokens.refresh(uid, f"r{i}")))
+        return i, r
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(pool.map(one, range(24)))
+    for i, r in results:
+        e = checks.echo(r)
+        assert e["path"] == f"/api/c/{i}" and e["body"] == f'{{"i": {i}}}'
+        a, ref = checks.rotated(r, gw, user_id=5000 + i, role=f"r{i}")
+        checks.app_cookie_carries(e, gw, a, ref)
+        checks.identity(e, gw, str(5000 + i), f"r{i}")
