@@ -17,7 +17,9 @@ Missing Envoy or wasm makes the fixtures raise (the tests error, never skip).
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +33,22 @@ from harness.gateway import Gateway  # noqa: E402
 from harness.upstreams import EchoApp, Reply, StubServer, login_ok  # noqa: E402
 
 MODES = ["inline", "cluster"]
+
+
+def pytest_sessionstart(session):
+    """Prune what earlier runs left in tests/out/{envoy,validate} (older than 6 hours; recent
+    ones may belong to a run still going on)."""
+    cutoff = time.time() - 6 * 3600
+    for sub in ("envoy", "validate"):
+        base = Path(__file__).resolve().parent / "out" / sub
+        if not base.is_dir():
+            continue
+        for d in base.iterdir():
+            try:
+                if d.is_dir() and d.stat().st_mtime < cutoff:
+                    shutil.rmtree(d, ignore_errors=True)
+            except OSError:
+                pass
 REFRESH_CLUSTER = "etls_refresh"
 
 
