@@ -9,7 +9,8 @@ ratio to the baseline (Envoy without an auth filter) measured in the same run.
 
 Environment: BENCH_SECONDS (per case and round, default 5), BENCH_ROUNDS (default 5),
 BENCH_CONNECTIONS (wrk -c, default 16), BENCH_ENVOY_CPU (0), BENCH_CLIENT_CPU (1),
-ENVOY_BIN (default: the harness's choice, .venv/bin/envoy). Output: bench/out/.
+BENCH_CASES (comma-separated case keys to measure; default all), BENCH_ETLS_WASM (another build
+of the filter), ENVOY_BIN (default: the harness's choice, .venv/bin/envoy). Output: bench/out/.
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ from harness import envoy as h  # noqa: E402  (config builders shared with the t
 from harness import paths  # noqa: E402
 
 OUT = REPO / "bench" / "out"
-ETLS_WASM = REPO / "target/wasm32-wasip1/release/etls_auth.wasm"
+# BENCH_ETLS_WASM measures another build of the filter (e.g. to compare two versions).
+ETLS_WASM = Path(os.environ.get("BENCH_ETLS_WASM") or REPO / "target/wasm32-wasip1/release/etls_auth.wasm").resolve()
 EMPTY_WASM = REPO / "target/bench-empty-filter/wasm32-wasip1/release/empty_filter.wasm"
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))

@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod cookies;
 pub mod decision;
+pub mod headers;
 pub mod login;
 pub mod paths;
 pub mod request;

@@ -233,25 +233,11 @@ fn now() -> u64 {
         .map_or(0, |d: Duration| d.as_secs())
 }
 
-fn request_header(name: &str) -> Option<String> {
-    let bytes = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok().flatten()?;
-    Some(String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
-}
-
+/// The request as the core sees it, from one read of the whole header map.
 fn gather_request(end_of_stream: bool) -> RequestView {
-    let method = request_header(":method").unwrap_or_default();
-    let is_options = method == "OPTIONS";
-    RequestView {
-        path: request_header(":path").unwrap_or_default(),
-        cookie: request_header("cookie"),
-        accept: request_header("accept"),
-        // Only a preflight needs these two.
-        has_origin: is_options && request_header("origin").is_some(),
-        has_cors_request_method: is_options && request_header("access-control-request-method").is_some(),
-        content_length: request_header("content-length").and_then(|v| v.trim().parse().ok()),
-        end_of_stream,
-        method,
-    }
+    let map = super::host::request_header_map();
+    let pairs = core::headers::parse_header_map(&map).unwrap_or_default();
+    core::headers::request_view(pairs, end_of_stream)
 }
 
 fn read_call_reply(body_size: usize) -> UpstreamReply {
