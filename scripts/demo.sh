@@ -47,7 +47,8 @@ mkdir -p "$RUN_DIR"
 
 # Fail early, and clearly, when a port is taken (e.g. a demo that is still running).
 for port in "$LISTEN_PORT" "$ADMIN_PORT" "$APP_PORT" "$LOGIN_API_PORT"; do
-  if ! "$PY" -c 'import socket,sys; s=socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.close()' "$port" 2>/dev/null; then
+  # SO_REUSEADDR as Envoy and the demo servers use it: only a listener makes bind fail, not TIME_WAIT.
+  if ! "$PY" -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1]))); s.close()' "$port" 2>/dev/null; then
     echo "demo: port 127.0.0.1:$port is already in use (another demo running?)" >&2
     exit 1
   fi
@@ -103,19 +104,17 @@ PIDS+=($!); wait_ready app "http://127.0.0.1:$APP_PORT/healthz" "$!"
   --log-level info >"$RUN_DIR/envoy.log" 2>&1 &
 PIDS+=($!); wait_ready envoy "http://127.0.0.1:$ADMIN_PORT/ready" "$!"
 
-cat <<MSG
-
-  etls-auth demo is running: open http://localhost:$LISTEN_PORT/
-
-  DEMO-ONLY users (hard-coded in demo/login_api.py, never use them for anything real):
-    alice@example.com / alice-demo-password   role admin, numeric id 1
-    bob@example.com   / bob-demo-password     role user,  string id "u-bob-42"
-
-  Config: $CONFIG$( [ -n "${ETLS_DEMO_ACCESS_TTL_S:-}" ] && echo " (access_ttl_s=$ETLS_DEMO_ACCESS_TTL_S)")
-  Logs:   $RUN_DIR/{envoy,app,login_api}.log
-  Press Ctrl-C to stop.
-
-MSG
+# printf is a builtin: no child process between "running" and the wait, so Ctrl-C is handled at once.
+ttl_note=""
+[ -n "${ETLS_DEMO_ACCESS_TTL_S:-}" ] && ttl_note=" (access_ttl_s=$ETLS_DEMO_ACCESS_TTL_S)"
+printf '%s\n' "" \
+  "  etls-auth demo is running: open http://localhost:$LISTEN_PORT/" "" \
+  "  DEMO-ONLY users (hard-coded in demo/login_api.py, never use them for anything real):" \
+  "    alice@example.com / alice-demo-password   role admin, numeric id 1" \
+  "    bob@example.com   / bob-demo-password     role user,  string id \"u-bob-42\"" "" \
+  "  Config: $CONFIG$ttl_note" \
+  "  Logs:   $RUN_DIR/{envoy,app,login_api}.log" \
+  "  Press Ctrl-C to stop." ""
 
 # Runs until Ctrl-C / SIGTERM, or until one of the three processes exits.
 set +e

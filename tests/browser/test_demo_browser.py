@@ -106,17 +106,18 @@ def jwt_claims(token):
 
 
 class Demo:
-    def __init__(self):
+    def __init__(self, name="demo-run"):
         self.listen, self.admin, self.app, self.login_api = free_ports(4)
         self.base = f"http://localhost:{self.listen}"
-        self.run_dir = OUT / "demo-run"
+        self.run_dir = OUT / name
         if self.run_dir.exists():
             shutil.rmtree(self.run_dir)
         self.run_dir.mkdir(parents=True)
-        self.stdout_path = OUT / "demo.sh.out"
+        self.stdout_path = OUT / f"{name}.demo.sh.out"
         self.proc = None
 
-    def start(self):
+    def start(self, extra_env=None):
+        """Starts scripts/demo.sh in its own session (process group), as a terminal would run it."""
         env = dict(os.environ)
         env.update({
             "ETLS_DEMO_ACCESS_TTL_S": str(ACCESS_TTL_S),
@@ -129,9 +130,11 @@ class Demo:
             "ETLS_DEMO_LOGIN_API_PORT": str(self.login_api),
             "ETLS_DEMO_RUN_DIR": str(self.run_dir),
         })
+        env.update(extra_env or {})
         out = open(self.stdout_path, "wb")
         self.proc = subprocess.Popen([str(REPO / "scripts" / "demo.sh")], cwd=REPO, env=env,
-                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
         out.close()
         deadline = time.monotonic() + DEMO_START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -151,11 +154,15 @@ class Demo:
                 parts.append(f"--- {log}\n" + log.read_text(errors="replace")[-4000:])
         return "\n".join(parts)
 
-    def stop(self, timeout=20):
-        """SIGTERM to demo.sh (by its PID) and wait; returns its exit status or None if it hangs."""
+    def stop(self, timeout=20, ctrl_c=False):
+        """SIGTERM to demo.sh (by its PID), or with ctrl_c what Ctrl-C in a terminal does (SIGINT
+        to its process group), and wait; returns its exit status or None if it hangs."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
+        if ctrl_c:
+            os.killpg(self.proc.pid, signal.SIGINT)
+        else:
+            self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -354,3 +361,23 @@ def test_demo_sh_stops_every_process_on_sigterm(demo):
     for port in (demo.listen, demo.admin, demo.app, demo.login_api):
         assert nothing_listens_on(port), port
     assert "demo: stopped" in demo.stdout_path.read_text()
+
+
+def test_demo_sh_stops_every_process_on_ctrl_c():
+    # A second demo, set up already by the first: what Ctrl-C in a terminal does to it.
+    d = Demo("demo-ctrl-c")
+    pids = []
+    try:
+        d.start({"ETLS_DEMO_SKIP_SETUP": "1"})
+        pids = children_of(d.proc.pid)
+        assert len(pids) == 3, f"expected demo.sh to run 3 processes, found {pids}"
+        status = d.stop(ctrl_c=True)
+        assert status is not None, "scripts/demo.sh did not exit within 20 s of Ctrl-C"
+        assert status == 130
+        assert [p for p in pids if pid_alive(p)] == []
+        for port in (d.listen, d.admin, d.app, d.login_api):
+            assert nothing_listens_on(port), port
+        assert "demo: stopped" in d.stdout_path.read_text()
+    finally:
+        d.stop()
+        d.kill_leftovers(pids)
