@@ -38,7 +38,8 @@ def password() -> str:
 def login(gw, email="user@example.test", pw=None, path=LOGIN, **kw):
     pw = pw if pw is not None else password()
     kw.setdefault("timeout", T)
-    return gw.post(path, body=login_body(email, pw), headers=JSON_HEADERS, **kw), pw
+    kw.setdefault("headers", JSON_HEADERS)
+    return gw.post(path, body=login_body(email, pw), **kw), pw
 
 
 def no_cookie_no_app(r, gw):
@@ -82,7 +83,8 @@ def test_login_ok_sets_four_cookies_and_mints_tokens(gw_inline, login_api, user_
     SECRETS_SEEN.update({upstream_access, upstream_refresh})
     login_api.always(login_ok(user_data, access=upstream_access, refresh=upstream_refresh))
 
-    r, pw = login(gw, email="someone@example.test")
+    r, pw = login(gw, email="someone@example.test", cookies={"theme": "dark", "refreshTokenEtls": "stale"},
+                  headers={**JSON_HEADERS, "Authorization": "Bearer client-credential"})
 
     # The reply: 200, exactly this JSON, userData as the login API sent it.
     assert r.status == 200, r
@@ -127,6 +129,9 @@ def test_login_ok_sets_four_cookies_and_mints_tokens(gw_inline, login_api, user_
     assert s.header("host") == "login_api"  # login_authority defaults to login_cluster
     assert s.json() == {"email": "someone@example.test", "password": pw}
     assert int(s.header("content-length") or len(s.body)) == len(s.body)
+    # Nothing of the client's session or credentials goes to the external login API.
+    assert s.header("cookie") is None, s.headers
+    assert s.header("authorization") is None, s.headers
 
 
 def test_login_ok_without_role_mints_tokens_without_role(gw_inline, login_api):
@@ -210,6 +215,14 @@ def test_login_api_429_passes_through_with_retry_after(gw_inline, login_api):
     r, _ = login(gw_inline)
     assert r.status == 429, r
     assert r.header_all("Retry-After") == ["37"]
+    no_cookie_no_app(r, gw_inline)
+
+
+def test_login_api_429_without_retry_after_stays_429(gw_inline, login_api):
+    login_api.always(Reply(429, {"error": "Too many attempts"}))
+    r, _ = login(gw_inline)
+    assert r.status == 429, r
+    assert r.header_all("Retry-After") == []
     no_cookie_no_app(r, gw_inline)
 
 
