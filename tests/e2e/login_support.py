@@ -71,11 +71,11 @@ class RefusingPort:
         self.sock.close()
 
 
-def start_refused_gateway(upstreams, refusing: RefusingPort, **plugin_keys) -> Gateway:
-    """An Envoy with the filter whose login_api cluster points at a refusing port."""
+def start_gateway_on(upstreams, name: str, *, app_port: int, login_port: int, **plugin_keys) -> Gateway:
+    """An Envoy with the filter whose app and login_api clusters point at the given ports (e.g.
+    a RefusingPort), with the other upstreams of the session."""
     env = dict(henvoy.SECRETS)
     plugin = henvoy.plugin_config(**plugin_keys)
-    e = henvoy.start_gateway("login-refused", plugin=plugin, env=env,
-                             clusters={"app": upstreams.app.port, "login_api": refusing.port})
-    return Gateway(name="login-refused", mode="inline", envoy=e, app=upstreams.app, login=upstreams.login,
+    e = henvoy.start_gateway(name, plugin=plugin, env=env, clusters={"app": app_port, "login_api": login_port})
+    return Gateway(name=name, mode="inline", envoy=e, app=upstreams.app, login=upstreams.login,
                    plugin=plugin, env=env)

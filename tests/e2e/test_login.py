@@ -17,7 +17,7 @@ from harness.upstreams import Reply, login_ok
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from login_support import (  # noqa: E402
-    RefusingPort, login_body, login_body_of_size, post_chunked, start_refused_gateway,
+    RefusingPort, login_body, login_body_of_size, post_chunked, start_gateway_on,
 )
 
 LOGIN = "/api/auth/login"
@@ -61,8 +61,19 @@ def gw_custom(make_gateway):
 
 @pytest.fixture(scope="module")
 def gw_refused(upstreams):
+    """The login_api cluster points at a port that refuses connections."""
     refusing = RefusingPort()
-    gw = start_refused_gateway(upstreams, refusing)
+    gw = start_gateway_on(upstreams, "login-refused", app_port=upstreams.app.port, login_port=refusing.port)
+    yield gw
+    gw.envoy.stop()
+    refusing.close()
+
+
+@pytest.fixture(scope="module")
+def gw_app_down(upstreams):
+    """The app cluster points at a port that refuses connections; the login API is up."""
+    refusing = RefusingPort()
+    gw = start_gateway_on(upstreams, "login-app-down", app_port=refusing.port, login_port=upstreams.login.port)
     yield gw
     gw.envoy.stop()
     refusing.close()
@@ -195,6 +206,18 @@ def test_login_uses_configured_upstream_path_authority_and_route(gw_custom, logi
     r2, _ = login(gw_custom)
     checks.unauthorized(r2, gw_custom)
     assert login_api.requests() == []
+
+
+def test_login_works_while_the_app_is_down(gw_app_down, login_api):
+    # The filter answers the login route itself: the app being unreachable must not matter,
+    # even when the login API takes a moment.
+    login_api.always(Reply(200, {"accessToken": "a2", "refreshToken": "r2", "userData": {"id": 4, "role": "user"}},
+                           delay=0.3))
+    r, pw = login(gw_app_down)
+    assert r.status == 200, r
+    assert r.json() == {"message": "Login successful", "userData": {"id": 4, "role": "user"}}
+    assert len(r.set_cookie_headers) == 4
+    assert login_api.requests()[0].json()["password"] == pw
 
 
 # --- 4xx: invalid credentials, 429 passes through -------------------------------------------------
