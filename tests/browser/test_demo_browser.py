@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -215,7 +216,9 @@ def browser():
 
 def wait_for(driver, predicate, what):
     try:
-        return WebDriverWait(driver, WAIT_S, poll_frequency=0.1).until(lambda d: predicate(d))
+        return WebDriverWait(driver, WAIT_S, poll_frequency=0.1,
+                             ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+                             ).until(lambda d: predicate(d))
     except Exception as exc:  # TimeoutException: say what we were waiting for and where we are
         raise AssertionError(f"timed out waiting for {what}; at {driver.current_url}: "
                              f"{driver.find_element(By.TAG_NAME, 'body').text[:500]!r}") from exc
@@ -310,6 +313,8 @@ def test_sign_in_rotate_and_log_out_in_chromium(demo, browser):
     assert text_of(b, "user-role") == "admin"
     jar = cookies_by_name(b)
     assert sorted(jar) == sorted(ALL_COOKIES)
+    for name, c in jar.items():
+        assert (c["httpOnly"], c["secure"], c["sameSite"], c["path"]) == (True, True, "Strict", "/"), c
     assert jar["accessTokenEtls"]["value"] != old["accessTokenEtls"]
     assert jar["refreshTokenEtls"]["value"] != old["refreshTokenEtls"]
     # The login API's own tokens are not the filter's to rotate.
