@@ -106,13 +106,19 @@ class LoginApiHandler(BaseHTTPRequestHandler):
         sys.stderr.write("login_api: %s\n" % (fmt % args))
 
 
+class DemoServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default listen backlog is 5: a burst of connections from Envoy would see
+    # dropped SYNs (and Envoy a connect timeout). Any real server has a longer queue.
+    request_queue_size = 128
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     args = parser.parse_args()
-    server = ThreadingHTTPServer((args.host, args.port), LoginApiHandler)
-    server.daemon_threads = True
+    server = DemoServer((args.host, args.port), LoginApiHandler)
     print(f"demo login API (DEMO-ONLY users) on http://{args.host}:{args.port}/login", flush=True)
     try:
         server.serve_forever()

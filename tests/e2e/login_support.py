@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from typing import Iterable
 
 from harness import envoy as henvoy
+from harness import paths
 from harness.client import Response
 from harness.gateway import Gateway
 
@@ -71,11 +76,55 @@ class RefusingPort:
         self.sock.close()
 
 
-def start_gateway_on(upstreams, name: str, *, app_port: int, login_port: int, **plugin_keys) -> Gateway:
+def start_gateway_on(upstreams, name: str, *, app_port: int, login_port: int, concurrency: int = 1,
+                     **plugin_keys) -> Gateway:
     """An Envoy with the filter whose app and login_api clusters point at the given ports (e.g.
     a RefusingPort), with the other upstreams of the session."""
     env = dict(henvoy.SECRETS)
     plugin = henvoy.plugin_config(**plugin_keys)
-    e = henvoy.start_gateway(name, plugin=plugin, env=env, clusters={"app": app_port, "login_api": login_port})
+    e = henvoy.start_gateway(name, plugin=plugin, env=env, clusters={"app": app_port, "login_api": login_port},
+                             concurrency=concurrency)
     return Gateway(name=name, mode="inline", envoy=e, app=upstreams.app, login=upstreams.login,
                    plugin=plugin, env=env)
+
+
+class DemoLoginApi:
+    """demo/login_api.py as a subprocess on a free port (the real demo login API), stopped by PID."""
+
+    def __init__(self) -> None:
+        self.port = henvoy.free_port()
+        self.log_path = paths.out_dir("login-demo-api") / f"login_api-{self.port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 15.0) -> "DemoLoginApi":
+        log = open(self.log_path, "wb")
+        try:
+            self.proc = subprocess.Popen([sys.executable, str(paths.REPO / "demo" / "login_api.py"), "--port", str(self.port)],
+                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"demo/login_api.py exited with {self.proc.returncode}: {self.log_path.read_text()}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    conn.close()
+                    return self
+                conn.close()
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise AssertionError(f"demo/login_api.py not ready after {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
