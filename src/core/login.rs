@@ -77,9 +77,13 @@ pub fn on_body(cfg: &Config, body: &[u8]) -> Decision {
     }
 }
 
+/// The body of the 504 Envoy itself answers a dispatched call with when `login_timeout_ms` passes.
+const ENVOY_TIMEOUT_BODY: &[u8] = b"upstream request timeout";
+
 /// The login API's answer (SPEC.md, Login): 2xx as specified gives 200 and four cookies;
-/// 429 passes through with `Retry-After`; other 4xx give 401; 504 and timeouts give 504;
-/// 5xx, other statuses, a bad 2xx body or no answer give 502. No cookie on any failure.
+/// 429 passes through with `Retry-After`; other 4xx give 401; a timeout gives 504; 5xx (a 504
+/// of the API's own too), other statuses, a bad 2xx body or no answer give 502. No cookie on
+/// any failure.
 pub fn on_reply(cfg: &Config, reply: Result<UpstreamReply, CallError>, now: u64) -> Decision {
     let reply = match reply {
         Ok(reply) => reply,
@@ -99,7 +103,7 @@ pub fn on_reply(cfg: &Config, reply: Result<UpstreamReply, CallError>, now: u64)
             })
         }
         400..=499 => Decision::Respond(LocalReply::json(Outcome::LoginRejected, 401, r#"{"error":"Invalid credentials"}"#)),
-        504 => upstream_failed(504),
+        504 if reply.body == ENVOY_TIMEOUT_BODY => upstream_failed(504),
         _ => upstream_failed(502),
     }
 }
@@ -230,7 +234,8 @@ mod tests {
             (Ok(limited), 429),
             (Ok(reply(500, "")), 502),
             (Ok(reply(503, "")), 502),
-            (Ok(reply(504, "")), 504),
+            (Ok(reply(504, "")), 502),
+            (Ok(reply(504, "upstream request timeout")), 504),
             (Ok(reply(302, "")), 502),
             (Ok(reply(200, "not json")), 502),
             (Ok(reply(200, r#"{"accessToken":"a","refreshToken":"r"}"#)), 502),

@@ -101,8 +101,38 @@ def static_cluster(name: str, port: int, host: str = "127.0.0.1", connect_timeou
     }
 
 
-def http_connection_manager(http_filters: list, app_cluster: str = "app", **hcm_extra: Any) -> dict:
-    """HCM with normalize_path and merge_slashes, one route: everything to `app_cluster`."""
+BUFFER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer"
+BUFFER_PER_ROUTE_TYPE = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute"
+FILTER_CONFIG_TYPE = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
+
+
+def login_guard_route(login_path: str, app_cluster: str = "app") -> dict:
+    """The route of the filter's login path with the (otherwise disabled) buffer filter on: it
+    holds the request's headers after the wasm filter, so the app never sees a login request
+    while the filter reads the body and answers it (as shipped in envoy.yaml)."""
+    return {
+        "match": {"path": login_path},
+        "route": {"cluster": app_cluster, "timeout": "15s"},
+        "typed_per_filter_config": {
+            "envoy.filters.http.buffer": {
+                "@type": FILTER_CONFIG_TYPE,
+                "config": {"@type": BUFFER_PER_ROUTE_TYPE, "buffer": {"max_request_bytes": 1048576}},
+            }
+        },
+    }
+
+
+def http_connection_manager(
+    http_filters: list, app_cluster: str = "app", login_path: str | None = "/api/auth/login", **hcm_extra: Any
+) -> dict:
+    """HCM with normalize_path and merge_slashes, everything to `app_cluster`; with `login_path`,
+    the login guard of envoy.yaml (buffer filter, disabled but on that route)."""
+    routes = [{"match": {"prefix": "/"}, "route": {"cluster": app_cluster, "timeout": "15s"}}]
+    filters = list(http_filters)
+    if login_path is not None:
+        routes.insert(0, login_guard_route(login_path, app_cluster))
+        filters.append({"name": "envoy.filters.http.buffer", "disabled": True,
+                        "typed_config": {"@type": BUFFER_TYPE, "max_request_bytes": 1048576}})
     hcm = {
         "@type": HCM_TYPE,
         "stat_prefix": "ingress_http",
@@ -110,11 +140,9 @@ def http_connection_manager(http_filters: list, app_cluster: str = "app", **hcm_
         "merge_slashes": True,
         "route_config": {
             "name": "local_route",
-            "virtual_hosts": [
-                {"name": "all", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": app_cluster, "timeout": "15s"}}]}
-            ],
+            "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}],
         },
-        "http_filters": http_filters + [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
+        "http_filters": filters + [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
     }
     hcm.update(hcm_extra)
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
@@ -126,6 +154,18 @@ def listener(port: int, http_filters: list, name: str = "ingress", **hcm_extra: 
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
         "filter_chains": [{"filters": [http_connection_manager(http_filters, **hcm_extra)]}],
     }
+
+
+def _login_path(plugin: Mapping[str, Any] | str) -> str | None:
+    """The plugin's login_path (None when the plugin JSON is not a valid object)."""
+    try:
+        obj = plugin if isinstance(plugin, Mapping) else json.loads(plugin)
+    except ValueError:
+        return None
+    if not isinstance(obj, Mapping):
+        return None
+    path = obj.get("login_path", "/api/auth/login")
+    return path if isinstance(path, str) and path.startswith("/") else None
 
 
 def bootstrap(
@@ -143,7 +183,7 @@ def bootstrap(
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
-            "listeners": [listener(listener_port, [wasm_filter(plugin, env, wasm)], **hcm_extra)],
+            "listeners": [listener(listener_port, [wasm_filter(plugin, env, wasm)], login_path=_login_path(plugin), **hcm_extra)],
             "clusters": [static_cluster(n, p) for n, p in clusters.items()],
         },
     }
