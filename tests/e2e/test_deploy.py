@@ -142,9 +142,11 @@ def test_compose_clusters_match_services(compose, compose_envoy):
     assert cfg["refresh_cluster"] == "etls_refresh"
     (listener,) = compose_envoy["static_resources"]["listeners"]
     assert address("etls_refresh") == ("127.0.0.1", listener["address"]["socket_address"]["port_value"])
-    # Routed traffic goes to the app.
+    # Routed traffic goes to the app; the first route is the login guard on login_path.
     routes = [n for n in _walk(listener) if isinstance(n, dict) and "route" in n and "match" in n]
-    assert [r["route"]["cluster"] for r in routes] == ["app"]
+    assert [r["route"]["cluster"] for r in routes] == ["app", "app"]
+    assert routes[0]["match"] == {"path": cfg.get("login_path", "/api/auth/login")}
+    assert "envoy.filters.http.buffer" in routes[0]["typed_per_filter_config"]
 
 
 def test_compose_filter_recovers_a_failed_vm(compose_envoy):
@@ -152,9 +154,12 @@ def test_compose_filter_recovers_a_failed_vm(compose_envoy):
     assert plugin["failure_policy"] == "FAIL_RELOAD"
     assert plugin["reload_config"]["backoff"] == {"base_interval": "1s", "max_interval": "30s"}
     assert plugin["vm_config"]["runtime"] == "envoy.wasm.runtime.v8"
-    # The wasm filter runs before the router.
+    # The wasm filter runs before the router, the login guard's buffer filter (off but on the
+    # login route) between them.
     hcm = next(n for n in _walk(compose_envoy) if isinstance(n, dict) and "http_filters" in n)
-    assert [f["name"] for f in hcm["http_filters"]] == ["envoy.filters.http.wasm", "envoy.filters.http.router"]
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert names == ["envoy.filters.http.wasm", "envoy.filters.http.buffer", "envoy.filters.http.router"]
+    assert hcm["http_filters"][1]["disabled"] is True
 
 
 def _walk(node):
