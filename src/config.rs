@@ -484,7 +484,9 @@ mod tests {
         assert_eq!(Config::parse(b"", env).err(), Some(ConfigError::Missing { key: "login_cluster" }));
     }
 
-    fn secrets(pairs: &'static [(&'static str, &'static [u8])]) -> impl Fn(&str) -> Option<Vec<u8>> {
+    type Env = &'static [(&'static str, &'static [u8])];
+
+    fn secrets(pairs: Env) -> impl Fn(&str) -> Option<Vec<u8>> {
         move |name| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_vec())
     }
 
@@ -492,7 +494,7 @@ mod tests {
     fn secrets_must_exist_be_long_and_differ() {
         let config = br#"{"login_cluster":"l"}"#;
         let short: &[u8] = b"0123456789012345678901234567890"; // 31 bytes
-        let cases: [(&'static [(&'static str, &'static [u8])], SecretProblem, &str); 6] = [
+        let cases: [(Env, SecretProblem, &str); 6] = [
             (&[("ETLS_REFRESH", REFRESH_SECRET)], SecretProblem::Missing, "ETLS_ACCESS"),
             (&[("ETLS_ACCESS", ACCESS_SECRET)], SecretProblem::Missing, "ETLS_REFRESH"),
             (&[("ETLS_ACCESS", b"0123456789012345678901234567890"), ("ETLS_REFRESH", REFRESH_SECRET)], SecretProblem::TooShort, "ETLS_ACCESS"),
@@ -507,14 +509,14 @@ mod tests {
                 other => panic!("expected a secret error for {name}, got {:?}", other.err()),
             }
         }
-        let exactly_32: &'static [(&'static str, &'static [u8])] =
+        let exactly_32: Env =
             &[("ETLS_ACCESS", b"01234567890123456789012345678901"), ("ETLS_REFRESH", REFRESH_SECRET)];
         assert!(Config::parse(config, secrets(exactly_32)).is_ok());
     }
 
     #[test]
     fn error_lines_never_contain_a_secret() {
-        let env: &'static [(&'static str, &'static [u8])] = &[("ETLS_ACCESS", ACCESS_SECRET), ("ETLS_REFRESH", ACCESS_SECRET)];
+        let env: Env = &[("ETLS_ACCESS", ACCESS_SECRET), ("ETLS_REFRESH", ACCESS_SECRET)];
         let line = Config::parse(br#"{"login_cluster":"l"}"#, secrets(env)).err().unwrap().to_string();
         assert!(!line.contains(std::str::from_utf8(ACCESS_SECRET).unwrap()), "{line}");
     }
