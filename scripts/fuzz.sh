@@ -24,7 +24,9 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 
-cargo +nightly fuzz build -O "${targets[@]}" >/dev/null 2>&1 || cargo +nightly fuzz build -O "${targets[@]}"
+for t in "${targets[@]}"; do
+  cargo +nightly fuzz build -O "$t"
+done
 
 failed=0
 summary=()
