@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness import checks, tokens
+from harness.gateway import PROBE_HEADER
 from harness.upstreams import Reply, login_ok
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -45,6 +46,13 @@ def login(gw, email="user@example.test", pw=None, path=LOGIN, **kw):
 def no_cookie_no_app(r, gw):
     assert r.set_cookie_headers == [], f"a failed login set cookies: {r.set_cookie_headers}"
     assert not gw.reached_app(r), "the login request reached the app"
+
+
+def chunked(gw, path, pieces, **kw):
+    """post_chunked with a probe header; returns (response, reached_app)."""
+    probe = uuid.uuid4().hex
+    r = post_chunked(gw.port, path, pieces, headers={PROBE_HEADER: probe}, timeout=T, **kw)
+    return r, bool(gw.app.with_header(PROBE_HEADER, probe))
 
 
 def media_type(value):
@@ -143,6 +151,21 @@ def test_login_ok_sets_four_cookies_and_mints_tokens(gw_inline, login_api, user_
     # Nothing of the client's session or credentials goes to the external login API.
     assert s.header("cookie") is None, s.headers
     assert s.header("authorization") is None, s.headers
+
+
+def test_cookies_from_login_open_the_app(gw, login_api):
+    # Both rotation modes: the tokens minted at login are what the protected routes accept.
+    login_api.always(login_ok({"id": "u-9", "role": "editor", "name": "Eddie"}))
+    r, _ = login(gw)
+    assert r.status == 200, r
+    jar = {c.name: c.value for c in r.set_cookies}
+    e = checks.echo(gw.get("/dashboard", cookies=jar, timeout=T))
+    checks.identity(e, gw, "u-9", "editor")
+    # A browser drops the access cookie at its Max-Age: the refresh cookie alone still gets in,
+    # through a rotation that keeps userId and role.
+    r2 = gw.get("/dashboard", cookies={"refreshTokenEtls": jar["refreshTokenEtls"]}, timeout=T)
+    checks.identity(checks.echo(r2), gw, "u-9", "editor")
+    checks.rotated(r2, gw, user_id="u-9", role="editor")
 
 
 def test_login_ok_without_role_mints_tokens_without_role(gw_inline, login_api):
@@ -379,7 +402,8 @@ def test_chunked_login_body_within_the_limit_is_accepted(gw_inline, login_api):
     pw = password()
     body = login_body("chunked@example.test", pw)
     pieces = [body[i:i + 7] for i in range(0, len(body), 7)]
-    r = post_chunked(gw_inline.port, LOGIN, pieces, pause=0.01, timeout=T)
+    r, reached = chunked(gw_inline, LOGIN, pieces, pause=0.01)
+    assert not reached
     assert r.status == 200, r
     assert len(r.set_cookie_headers) == 4
     assert login_api.requests()[0].json() == {"email": "chunked@example.test", "password": pw}
@@ -388,8 +412,19 @@ def test_chunked_login_body_within_the_limit_is_accepted(gw_inline, login_api):
 def test_chunked_login_body_over_the_limit_gives_413(gw_inline, login_api):
     body, pw = login_body_of_size(40000)
     SECRETS_SEEN.add(pw)
-    r = post_chunked(gw_inline.port, LOGIN, [body[i:i + 4096] for i in range(0, len(body), 4096)], pause=0.005, timeout=T)
+    r, reached = chunked(gw_inline, LOGIN, [body[i:i + 4096] for i in range(0, len(body), 4096)], pause=0.005)
     assert r.status == 413, r
+    assert not reached
+    assert r.set_cookie_headers == []
+    assert login_api.requests() == []
+
+
+def test_chunked_login_body_of_megabytes_gives_413(gw_inline, login_api):
+    # Larger than any buffer on the way (the filter's limit, Envoy's buffer on the login route).
+    chunk = b"x" * 65536
+    r, reached = chunked(gw_inline, LOGIN, [b'{"email": "a@example.test", "password": "'] + [chunk] * 40)
+    assert r.status == 413, r
+    assert not reached
     assert r.set_cookie_headers == []
     assert login_api.requests() == []
 
@@ -404,8 +439,9 @@ def test_configured_body_limit(gw_custom, login_api):
     r = gw_custom.post("/auth/signin", body=over, headers=JSON_HEADERS, timeout=T)
     assert r.status == 413, r
     no_cookie_no_app(r, gw_custom)
-    r = post_chunked(gw_custom.port, "/auth/signin", [over[:100], over[100:]], pause=0.01, timeout=T)
+    r, reached = chunked(gw_custom, "/auth/signin", [over[:100], over[100:]], pause=0.01)
     assert r.status == 413, r
+    assert not reached
     assert len(login_api.requests()) == 1
 
 
