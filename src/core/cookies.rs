@@ -2,7 +2,7 @@
 //! Setting and clearing share one `CookiePolicy`, so a cleared cookie always carries the
 //! attributes it was set with (or the browser keeps it). No proxy_wasm here.
 
-use cookie::{Cookie, SameSite};
+use cookie::SameSite;
 
 /// The four cookie names (SPEC.md, Cookies).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,48 +79,72 @@ impl CookiePolicy {
         &self.cleared
     }
 
+    /// `name=value; HttpOnly; SameSite=..; [Secure; ]Path=/; [Domain=..; ]Max-Age=..`: the
+    /// attributes, order and spelling of the `cookie` crate's `Display` (which this replaced to
+    /// keep its date parsing and formatting out of the filter), written into one buffer.
     fn format(&self, name: &str, value: &str, max_age_s: u64) -> String {
         let max_age = i64::try_from(max_age_s).unwrap_or(i64::MAX);
-        let mut cookie = Cookie::build((name, value))
-            .http_only(true)
-            .path("/")
-            .secure(self.secure)
-            .same_site(self.same_site)
-            .max_age(cookie::time::Duration::seconds(max_age));
-        if let Some(domain) = &self.domain {
-            cookie = cookie.domain(domain.as_str());
+        let same_site = match self.same_site {
+            SameSite::Strict => "Strict",
+            SameSite::Lax => "Lax",
+            SameSite::None => "None",
+        };
+        let mut out = String::with_capacity(name.len() + value.len() + 96);
+        for part in [name, "=", value, "; HttpOnly; SameSite=", same_site] {
+            out.push_str(part);
         }
-        cookie.build().to_string()
+        if self.secure {
+            out.push_str("; Secure");
+        }
+        out.push_str("; Path=/");
+        if let Some(domain) = &self.domain {
+            out.push_str("; Domain=");
+            out.push_str(domain.strip_prefix('.').unwrap_or(domain));
+        }
+        out.push_str("; Max-Age=");
+        out.push_str(&max_age.to_string());
+        out
     }
+}
+
+/// The `name=value` pairs of a `Cookie` request header, names and values trimmed, in order.
+/// Pieces without `=` or with an empty name are skipped (as the `cookie` crate's `split_parse`
+/// does, whose behaviour this keeps).
+fn pairs(cookie_header: &str) -> impl Iterator<Item = (&str, &str)> {
+    cookie_header.split(';').filter_map(|piece| {
+        let (name, value) = piece.trim().split_once('=')?;
+        let name = name.trim();
+        (!name.is_empty()).then(|| (name, value.trim()))
+    })
 }
 
 /// The value of the first cookie called `name` in a `Cookie` request header, if any.
 pub fn find<'h>(cookie_header: &'h str, name: &str) -> Option<&'h str> {
-    Cookie::split_parse(cookie_header)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == name)
-        .and_then(|c| c.value_raw())
+    pairs(cookie_header).find(|(n, _)| *n == name).map(|(_, value)| value)
 }
 
 /// The `Cookie` header to forward after a rotation: every other cookie kept in order, the two
 /// ETLS cookies replaced by (or added as) the new tokens.
 pub fn with_session(cookie_header: &str, names: &CookieNames, access: &str, refresh: &str) -> String {
-    let mut pairs: Vec<String> = Cookie::split_parse(cookie_header)
-        .filter_map(Result::ok)
-        .filter(|c| c.name() != names.access && c.name() != names.refresh)
-        .map(|c| c.stripped().to_string())
-        .collect();
-    pairs.push(format!("{}={access}", names.access));
-    pairs.push(format!("{}={refresh}", names.refresh));
-    pairs.join("; ")
+    let mut out = String::with_capacity(cookie_header.len() + access.len() + refresh.len() + 64);
+    let others = pairs(cookie_header).filter(|(n, _)| *n != names.access && *n != names.refresh);
+    let ours = [(names.access.as_str(), access), (names.refresh.as_str(), refresh)];
+    for (name, value) in others.chain(ours) {
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        for part in [name, "=", value] {
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 /// The value of the cookie called `name` in one `Set-Cookie` header value, if that is its name.
 pub fn value_in_set_cookie<'s>(set_cookie: &'s str, name: &str) -> Option<&'s str> {
-    Cookie::parse(set_cookie)
-        .ok()
-        .filter(|c| c.name() == name)
-        .and_then(|c| c.value_raw())
+    let first = set_cookie.split(';').next().unwrap_or_default();
+    let (n, value) = first.split_once('=')?;
+    (n.trim() == name && !name.is_empty()).then(|| value.trim())
 }
 
 /// True when `value` can be a cookie value as is (RFC 6265 `cookie-octet`s, not empty): the
@@ -205,6 +229,64 @@ mod tests {
         assert_eq!(value_in_set_cookie(&p.set_access("tok"), "accessTokenEtls"), Some("tok"));
         assert_eq!(value_in_set_cookie(&p.set_access("tok"), "refreshTokenEtls"), None);
         assert_eq!(value_in_set_cookie("garbage", "accessTokenEtls"), None);
+    }
+
+    /// The `cookie` crate's reading and formatting, which the functions above replaced.
+    mod reference {
+        use cookie::{Cookie, SameSite};
+
+        pub fn find<'h>(header: &'h str, name: &str) -> Option<&'h str> {
+            Cookie::split_parse(header).filter_map(Result::ok).find(|c| c.name() == name).and_then(|c| c.value_raw())
+        }
+
+        pub fn with_session(header: &str, access_name: &str, refresh_name: &str, access: &str, refresh: &str) -> String {
+            let mut pairs: Vec<String> = Cookie::split_parse(header)
+                .filter_map(Result::ok)
+                .filter(|c| c.name() != access_name && c.name() != refresh_name)
+                .map(|c| c.stripped().to_string())
+                .collect();
+            pairs.push(format!("{access_name}={access}"));
+            pairs.push(format!("{refresh_name}={refresh}"));
+            pairs.join("; ")
+        }
+
+        pub fn value_in_set_cookie<'s>(set_cookie: &'s str, name: &str) -> Option<&'s str> {
+            Cookie::parse(set_cookie).ok().filter(|c| c.name() == name).and_then(|c| c.value_raw())
+        }
+
+        pub fn format(name: &str, value: &str, secure: bool, same_site: SameSite, domain: Option<&str>, max_age: i64) -> String {
+            let mut c = Cookie::build((name, value)).http_only(true).path("/").secure(secure).same_site(same_site)
+                .max_age(cookie::time::Duration::seconds(max_age));
+            if let Some(d) = domain {
+                c = c.domain(d);
+            }
+            c.build().to_string()
+        }
+    }
+
+    #[test]
+    fn reading_and_formatting_match_the_cookie_crate() {
+        let headers = [
+            "", " ", ";", ";;; =x; ==; accessTokenEtls", "a=1; accessTokenEtls=tok1; accessTokenEtls=tok2;refreshTokenEtls=r",
+            "  accessTokenEtls = spaced ;\trefreshTokenEtls=\"quoted\" ", "accessTokenEtls=a=b=c; x", "=v; accessTokenEtls=",
+            "accessTokenEtlsX=1; xaccessTokenEtls=2", "\u{a0}accessTokenEtls=nbsp\u{a0}; é=ü; refreshTokenEtls=r\u{2003}",
+            "theme=dark; accessTokenEtls=old; sid=x; refreshTokenEtls=oldr", "a;b;c=;d=1",
+        ];
+        let names = policy().names;
+        for h in headers {
+            for name in ["accessTokenEtls", "refreshTokenEtls", "a", "c", "", "é"] {
+                assert_eq!(find(h, name), reference::find(h, name), "find {name:?} in {h:?}");
+                assert_eq!(value_in_set_cookie(h, name), reference::value_in_set_cookie(h, name), "set-cookie {name:?} in {h:?}");
+            }
+            assert_eq!(with_session(h, &names, "A", "R"), reference::with_session(h, &names.access, &names.refresh, "A", "R"), "{h:?}");
+        }
+        for (secure, same_site, domain) in [(true, SameSite::Strict, None), (false, SameSite::Lax, Some("example.com")),
+                                            (true, SameSite::None, Some(".example.com"))] {
+            let p = CookiePolicy::new(names.clone(), secure, same_site, domain.map(str::to_owned), 900, 604_800);
+            assert_eq!(p.set_access("v.w-x_y"), reference::format("accessTokenEtls", "v.w-x_y", secure, same_site, domain, 900));
+            assert_eq!(p.set_refresh("r"), reference::format("refreshTokenEtls", "r", secure, same_site, domain, 604_800));
+            assert_eq!(p.clear_all()[0], reference::format("accessTokenEtls", "", secure, same_site, domain, 0));
+        }
     }
 
     #[test]
