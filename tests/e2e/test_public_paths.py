@@ -117,3 +117,16 @@ def test_cors_preflight_passes_unchecked(gw):
 def test_options_that_is_not_a_preflight_is_protected(gw, headers):
     r = gw.request("OPTIONS", "/api/data", headers=headers)
     checks.unauthorized(r, gw)
+
+
+def test_identity_headers_sent_by_the_client_never_reach_the_app_on_public_paths(gw):
+    # The app trusts these headers; a client must not be able to forge them on any route,
+    # including public ones and CORS preflights (the filter removes them there too).
+    spoof = [(gw.user_id_header, "1"), (gw.role_header, "admin")]
+    r = gw.get("/login/x", headers=spoof, accept="text/html")
+    e = checks.echo(r)
+    assert checks.echo_header_all(e, gw.user_id_header) == [] and checks.echo_header_all(e, gw.role_header) == []
+    r = gw.request("OPTIONS", "/api/data", headers=spoof + [("Origin", "https://app.example.test"),
+                                                              ("Access-Control-Request-Method", "POST")])
+    e = checks.echo(r)
+    assert checks.echo_header_all(e, gw.user_id_header) == [] and checks.echo_header_all(e, gw.role_header) == []
