@@ -67,8 +67,9 @@ def rewrite(node, overrides, ports, found):
                 except ValueError:
                     cfg = None
                 if isinstance(cfg, dict) and "login_cluster" in cfg:
-                    cfg.update(overrides)
-                    node[key] = json.dumps(cfg, indent=2)
+                    if overrides:
+                        cfg.update(overrides)
+                        node[key] = json.dumps(cfg, indent=2)
                     found.append(cfg)
             else:
                 rewrite(value, overrides, ports, found)
