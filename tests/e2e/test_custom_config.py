@@ -159,3 +159,14 @@ def test_custom_login_path_upstream_path_and_cookie_names(cgw, login_api):
     assert [(s.method, s.path) for s in calls] == [("POST", "/v2/session")]
     # The default login path is an ordinary protected path here.
     checks.unauthorized(cgw.post("/api/auth/login", body={"email": "a@example.test", "password": "pw"}), cgw)
+
+
+def test_same_site_none_with_secure(make_gateway):
+    g = make_gateway("samesite-none", mode="inline", cookie_same_site="None", cookie_secure=True)
+    r = g.get("/x", cookies=g.session(None, tokens.refresh(3, "user")))
+    checks.rotated(r, g, user_id=3, role="user")
+    for c in r.set_cookies:
+        assert c.get("samesite") == "None" and c.get("secure") is True, c.raw
+    r = g.post(g.logout_path)
+    checks.cleared(r, g)
+    assert all(c.get("samesite") == "None" and c.get("secure") is True for c in r.set_cookies)

@@ -198,3 +198,16 @@ def test_concurrent_rotations_do_not_mix_up_users(gw):
         a, ref = checks.rotated(r, gw, user_id=5000 + i, role=f"r{i}")
         checks.app_cookie_carries(e, gw, a, ref)
         checks.identity(e, gw, str(5000 + i), f"r{i}")
+
+
+def test_previous_secrets_verify_only_when_configured(make_gateway):
+    """Without ETLS_*_PREVIOUS in the VM environment, tokens signed with the old secrets are forged."""
+    from harness.envoy import SECRETS
+    g = make_gateway("noprevious", mode="inline", env=dict(SECRETS))
+    old_access = tokens.access(33, "user", secret=PREVIOUS_SECRETS["ETLS_ACCESS_PREVIOUS"])
+    checks.unauthorized(g.get("/x", cookies=g.session(old_access)), g)
+    old_refresh = tokens.refresh(33, "user", secret=PREVIOUS_SECRETS["ETLS_REFRESH_PREVIOUS"])
+    checks.unauthorized(g.get("/x", cookies=g.session(None, old_refresh)), g)
+    # The current secrets work as ever.
+    r = g.get("/x", cookies=g.session(None, tokens.refresh(33, "user")))
+    checks.rotated(r, g, user_id=33, role="user")
