@@ -13,7 +13,6 @@
 #   ETLS_DEMO_SKIP_SETUP=1     skip scripts/setup.sh and scripts/build-wasm.sh (they already ran)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 
 if [ "${ETLS_DEMO_SKIP_SETUP:-0}" != 1 ]; then
   scripts/setup.sh
