@@ -7,6 +7,7 @@ after the run: tests scan it (no secrets or tokens logged, no traps).
 """
 from __future__ import annotations
 
+import atexit
 import http.client
 import itertools
 import json
@@ -36,6 +37,18 @@ ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Route
 STRING_VALUE_TYPE = "type.googleapis.com/google.protobuf.StringValue"
 
 _counter = itertools.count(1)
+# Every Envoy this process started; the atexit hook stops those still running (by their PID),
+# in case a session ends without its fixture finalizers.
+_started: list["Envoy"] = []
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for e in _started:
+        try:
+            e.stop(timeout=5)
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass
 
 
 def free_port() -> int:
@@ -245,6 +258,7 @@ class Envoy:
             )
         finally:
             log.close()
+        _started.append(self)
         if wait:
             self.wait_ready(timeout)
         return self
