@@ -157,6 +157,8 @@ def test_custom_login_path_upstream_path_and_cookie_names(cgw, login_api):
     checks.new_tokens_ok(cgw, got["sid_a"].value, got["sid_r"].value, user_id=9, role="user")
     calls = login_api.requests()
     assert [(s.method, s.path) for s in calls] == [("POST", "/v2/session")]
+    assert calls[0].json() == {"email": "a@example.test", "password": "pw"}
+    assert not cgw.reached_app(r), "the login request reached the app (login guard route)"
     # The default login path is an ordinary protected path here.
     checks.unauthorized(cgw.post("/api/auth/login", body={"email": "a@example.test", "password": "pw"}), cgw)
 

@@ -87,6 +87,7 @@ def test_login_tokens_pass_jose(gw, login_api):
     login_api.always(login_ok({"id": 2718, "role": "admin", "name": "Ada"}))
     r = gw.post(gw.login_path, body={"email": "ada@example.test", "password": "correct horse"})
     assert r.status == 200, r
+    assert not gw.reached_app(r)
     a = r.cookie(gw.access_cookie)
     ref = r.cookie(gw.refresh_cookie)
     assert a is not None and ref is not None, r.set_cookie_headers
