@@ -19,10 +19,12 @@ if ! .venv/bin/python -c 'import pytest, requests, jwt, jsonschema, yaml, seleni
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 fi
 
-# Debian packages (names only; nothing else is downloaded): node for the jose interop test,
+# Debian packages (names only; nothing else is downloaded): node for the jose interop test, curl
+# for the HTTP/2 test,
 # chromium for the browser test, wrk and binaryen for the benchmark.
 missing=()
 command -v node >/dev/null || missing+=(nodejs npm)
+command -v curl >/dev/null || missing+=(curl)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v wrk >/dev/null || missing+=(wrk)
