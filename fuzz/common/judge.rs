@@ -517,11 +517,12 @@ pub fn check_decide(setup: &Setup, req: &RequestView, now: u64, d: &Decision) ->
             }
             Ok(())
         }
-        Decision::ReadBody { .. } => {
+        Decision::ReadBody { header_edits } => {
             if path != cfg.routes.login || req.method != "POST" || req.end_of_stream || preflight {
                 return Err(format!("ReadBody for {} {path:?}", req.method));
             }
-            Ok(())
+            // The login request's headers go on while its body is read: no identity may pass.
+            no_identity(setup, header_edits, &[])
         }
         Decision::Respond(r) => check_decide_reply(setup, req, path, protected, &refresh_ok, now, r),
     }
