@@ -2,7 +2,7 @@
 //! Setting and clearing share one `CookiePolicy`, so a cleared cookie always carries the
 //! attributes it was set with (or the browser keeps it). No proxy_wasm here.
 
-use cookie::SameSite;
+use cookie::{Cookie, SameSite};
 
 /// The four cookie names (SPEC.md, Cookies).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,44 +107,40 @@ impl CookiePolicy {
     }
 }
 
-/// The `name=value` pairs of a `Cookie` request header, names and values trimmed, in order.
-/// Pieces without `=` or with an empty name are skipped (as the `cookie` crate's `split_parse`
-/// does, whose behaviour this keeps).
-fn pairs(cookie_header: &str) -> impl Iterator<Item = (&str, &str)> {
-    cookie_header.split(';').filter_map(|piece| {
-        let (name, value) = piece.trim().split_once('=')?;
-        let name = name.trim();
-        (!name.is_empty()).then(|| (name, value.trim()))
-    })
-}
-
 /// The value of the first cookie called `name` in a `Cookie` request header, if any.
+/// Parsing is the `cookie` crate's, never ours.
 pub fn find<'h>(cookie_header: &'h str, name: &str) -> Option<&'h str> {
-    pairs(cookie_header).find(|(n, _)| *n == name).map(|(_, value)| value)
+    Cookie::split_parse(cookie_header)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .and_then(|c| c.value_raw())
 }
 
 /// The `Cookie` header to forward after a rotation: every other cookie kept in order, the two
 /// ETLS cookies replaced by (or added as) the new tokens.
 pub fn with_session(cookie_header: &str, names: &CookieNames, access: &str, refresh: &str) -> String {
     let mut out = String::with_capacity(cookie_header.len() + access.len() + refresh.len() + 64);
-    let others = pairs(cookie_header).filter(|(n, _)| *n != names.access && *n != names.refresh);
-    let ours = [(names.access.as_str(), access), (names.refresh.as_str(), refresh)];
-    for (name, value) in others.chain(ours) {
-        if !out.is_empty() {
-            out.push_str("; ");
-        }
-        for part in [name, "=", value] {
-            out.push_str(part);
-        }
+    let others = Cookie::split_parse(cookie_header)
+        .filter_map(Result::ok)
+        .filter(|c| c.name() != names.access && c.name() != names.refresh);
+    for cookie in others {
+        out.push_str(cookie.name());
+        out.push('=');
+        out.push_str(cookie.value_raw().unwrap_or_else(|| cookie.value()));
+        out.push_str("; ");
+    }
+    for part in [names.access.as_str(), "=", access, "; ", names.refresh.as_str(), "=", refresh] {
+        out.push_str(part);
     }
     out
 }
 
 /// The value of the cookie called `name` in one `Set-Cookie` header value, if that is its name.
 pub fn value_in_set_cookie<'s>(set_cookie: &'s str, name: &str) -> Option<&'s str> {
-    let first = set_cookie.split(';').next().unwrap_or_default();
-    let (n, value) = first.split_once('=')?;
-    (n.trim() == name && !name.is_empty()).then(|| value.trim())
+    Cookie::parse(set_cookie)
+        .ok()
+        .filter(|c| c.name() == name)
+        .and_then(|c| c.value_raw())
 }
 
 /// True when `value` can be a cookie value as is (RFC 6265 `cookie-octet`s, not empty): the
