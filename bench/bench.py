@@ -63,22 +63,27 @@ LOGIN_BODY = json.dumps({"email": "bench@example.com", "password": "bench-passwo
 
 # --- configs ---------------------------------------------------------------------------------
 
-def route_config() -> dict:
+def route_config(login_route: bool = False) -> dict:
     """One virtual host: a direct_response 200 that echoes the identity header it got, so a
-    check can see what the app would have seen."""
+    check can see what the app would have seen. With `login_route`, /api/auth/ goes to the
+    login_api cluster: the filter sends the login request's headers on and holds its body, so
+    the route needs an upstream that waits for the body (a direct_response answers at once)."""
+    routes = [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}]
+    if login_route:
+        routes.insert(0, {"match": {"prefix": "/api/auth/"}, "route": {"cluster": "login_api"}})
     return {
         "name": "bench",
         "virtual_hosts": [{
             "name": "all", "domains": ["*"],
-            "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}],
+            "routes": routes,
             "response_headers_to_add": [{"header": {"key": SEEN_HEADER, "value": f"%REQ({USER_HEADER})%"}}],
         }],
     }
 
 
-def hcm(http_filters: list) -> dict:
+def hcm(http_filters: list, login_route: bool = False) -> dict:
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": {
-        "@type": h.HCM_TYPE, "stat_prefix": "bench", "route_config": route_config(),
+        "@type": h.HCM_TYPE, "stat_prefix": "bench", "route_config": route_config(login_route),
         "http_filters": http_filters + [{"name": "envoy.filters.http.router", "typed_config": {"@type": h.ROUTER_TYPE}}],
     }}
 
@@ -88,7 +93,7 @@ def bootstrap(port: int, admin: int, http_filters: list, clusters: dict[str, int
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {
             "listeners": [{"name": "bench", "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-                           "filter_chains": [{"filters": [hcm(http_filters)]}]}],
+                           "filter_chains": [{"filters": [hcm(http_filters, "login_api" in (clusters or {}))]}]}],
             "clusters": [h.static_cluster(n, p) for n, p in (clusters or {}).items()],
         },
     }
@@ -112,8 +117,11 @@ def jwt_authn_filter(cache: bool) -> dict:
 
 
 def login_api_bootstrap(port: int, admin: int) -> dict:
-    """A fast login API: Envoy answering every request with a fixed successful login."""
-    cfg = bootstrap(port, admin, [])
+    """A fast login API: Envoy answering every request with a fixed successful login, after
+    reading the whole request body (the buffer filter), as a real API would."""
+    buffer = {"name": "envoy.filters.http.buffer", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer", "max_request_bytes": 65536}}
+    cfg = bootstrap(port, admin, [buffer])
     vh = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]
     vh["routes"] = [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": LOGIN_REPLY}}}]
     vh["response_headers_to_add"] = [{"header": {"key": "content-type", "value": "application/json"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
