@@ -1,7 +1,7 @@
 //! A bounded cache of tokens that already verified, so the request path does not redo HS256
 //! work for the same cookie. One per VM, owned by the shell's root context and rebuilt on every
 //! `on_configure`, so a hit is always for a token that verified with a key configured now.
-//! Pure data: no proxy_wasm here and no clock (`now` is passed in, Unix seconds).
+//! Pure data: no proxy-wasm SDK here and no clock (`now` is passed in, Unix seconds).
 //!
 //! - Keyed on the whole token string, one map per [`TokenKind`]: kinds never mix.
 //! - Only successes are stored; a token that failed is verified again every time.

@@ -1,7 +1,7 @@
 //! Building a `RequestView` from the request's header map as the host serializes it (the
 //! proxy-wasm ABI's header-map format), so the shell gets every header it needs with one host
 //! call and one allocation instead of one of each per header. Pure bytes in, plain data out:
-//! no proxy_wasm here.
+//! no proxy-wasm SDK here.
 //!
 //! Format (little-endian `u32`s): `count`, then `count` pairs of `(name_len, value_len)`, then
 //! for each pair `name NUL value NUL`. A map that does not parse yields no headers at all, which
