@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build-wasm.sh
 # No unwrap/expect/panic/indexing outside tests (Cargo.toml [lints.clippy]), native and wasm.
-cargo clippy --quiet --lib --bins -- -D warnings
+cargo clippy --quiet --all-targets -- -D warnings
 cargo clippy --quiet --release --target wasm32-wasip1 --lib -- -D warnings
 cargo test --quiet
 .venv/bin/python -m pytest tests -q -p no:cacheprovider

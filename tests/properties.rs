@@ -10,6 +10,9 @@
 //! against conditions written independently of the filter's code; see its module comment.
 //! Case counts: `PROPTEST_CASES` overrides the per-test defaults below.
 
+// Test code: unwrap and indexing are fine here (the lints guard src/).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
 #[path = "../fuzz/common/judge.rs"]
 mod judge;
 

@@ -350,7 +350,7 @@ fn check_cleared(setup: &Setup, r: &LocalReply) -> Result<(), String> {
     }
     for sc in got {
         let lower = sc.to_ascii_lowercase();
-        if set_cookie_pair(sc).1 != "" || !lower.contains("max-age=0") || !lower.contains("httponly") || !lower.contains("path=/") {
+        if !set_cookie_pair(sc).1.is_empty() || !lower.contains("max-age=0") || !lower.contains("httponly") || !lower.contains("path=/") {
             return Err(format!("not a clearing cookie: {sc:?}"));
         }
     }
