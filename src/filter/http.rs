@@ -235,13 +235,18 @@ fn now() -> u64 {
 
 /// The request as the core sees it, from one read of the whole header map.
 fn gather_request(end_of_stream: bool) -> RequestView {
-    let map = super::host::request_header_map();
+    let map = super::host::header_map(MapType::HttpRequestHeaders);
     let pairs = core::headers::parse_header_map(&map).unwrap_or_default();
     core::headers::request_view(pairs, end_of_stream)
 }
 
 fn read_call_reply(body_size: usize) -> UpstreamReply {
-    let headers: Vec<(String, Vec<u8>)> = hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).unwrap_or_default();
+    let map = super::host::header_map(MapType::HttpCallResponseHeaders);
+    let headers: Vec<(String, Vec<u8>)> = core::headers::parse_header_map(&map)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.to_vec()))
+        .collect();
     let status = headers
         .iter()
         .find(|(name, _)| name == ":status")
