@@ -327,13 +327,36 @@ fn outcome_name(d: &Decision) -> &'static str {
 #[test]
 fn judge_catches_bypasses() {
     // The judge itself, against hand-made wrong decisions: each must be flagged.
-    use etls_auth::core::decision::{Forward, LocalReply, Outcome};
+    use etls_auth::core::decision::{Forward, LocalReply, Outcome, PublishedIdentity};
     let setups = setups();
     let setup = &setups[0];
     let req = |path: &str, cookie: Option<String>| RequestView { method: "GET".into(), path: path.into(), cookie, end_of_stream: true, ..RequestView::default() };
-    let forward = |outcome: Outcome, edits: Vec<(String, Option<String>)>, set_cookies: Vec<String>| Decision::Forward(Forward { outcome, header_edits: edits, set_cookies });
+    // Publishes the identity of its header edits (as the filter does), so that each case below
+    // is caught for the fault it was built for.
+    let publish = |edits: &[(String, Option<String>)]| {
+        let value = |name: &str| edits.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.clone());
+        value("x-etls-user-id").map(|user_id| PublishedIdentity { user_id, role: value("x-etls-role") })
+    };
+    let forward = |outcome: Outcome, edits: Vec<(String, Option<String>)>, set_cookies: Vec<String>| {
+        let identity = publish(&edits);
+        Decision::Forward(Forward { outcome, header_edits: edits, set_cookies, identity })
+    };
     let id = |u: &str| vec![("x-etls-user-id".to_owned(), Some(u.to_owned())), ("x-etls-role".to_owned(), Some("admin".to_owned()))];
     let strip = vec![("x-etls-user-id".to_owned(), None), ("x-etls-role".to_owned(), None)];
+    let valid = Some(format!("accessTokenEtls={}", judge::good_access(60)));
+    let unpublished = Decision::Forward(Forward { outcome: Outcome::SessionValid, header_edits: id("42"), set_cookies: vec![], identity: None });
+    let other_published = Decision::Forward(Forward {
+        outcome: Outcome::SessionValid,
+        header_edits: id("42"),
+        set_cookies: vec![],
+        identity: Some(PublishedIdentity { user_id: "7".into(), role: Some("admin".into()) }),
+    });
+    let public_published = Decision::Forward(Forward {
+        outcome: Outcome::Public,
+        header_edits: strip.clone(),
+        set_cookies: vec![],
+        identity: Some(PublishedIdentity { user_id: "42".into(), role: None }),
+    });
     let forged = judge::mint(Signer::Forged, Alg::Hs256, &json!({"userId": 42, "role": "admin"}), None, Some(600), None);
     let expired = judge::mint(Signer::Access, Alg::Hs256, &json!({"userId": 42, "role": "admin"}), None, Some(-60), None);
     let no_exp = judge::mint(Signer::Access, Alg::Hs256, &json!({"userId": 42, "role": "admin"}), None, None, None);
@@ -351,6 +374,9 @@ fn judge_catches_bypasses() {
         (req("/login%2F..%2Fadmin", None), forward(Outcome::Public, strip.clone(), vec![])),
         (req("/login", None), forward(Outcome::Public, id("42"), vec![])),
         (req("/x", None), forward(Outcome::Preflight, strip.clone(), vec![])),
+        (req("/x", valid.clone()), unpublished),
+        (req("/x", valid.clone()), other_published),
+        (req("/login", valid.clone()), public_published),
         (req("/x", None), Decision::Respond(LocalReply::json(Outcome::DeniedNoSession, 401, r#"{"error":"Unauthorized"}"#))),
         (req("/api/auth/logout", None), Decision::Respond(LocalReply::json(Outcome::LoggedOut, 200, r#"{"message":"Logged out"}"#).with_cookies(setup.cfg.cookies.clear_all()))),
         (req("//evil.example/x", None), Decision::Respond(LocalReply { outcome: Outcome::DeniedNoSession, status: 302, headers: vec![("location".into(), "/login?next=%2F%2Fevil.example%2Fx".into())], body: vec![] }.with_cookies(setup.cfg.cookies.clear_all()))),

@@ -14,7 +14,7 @@
 #![allow(dead_code)]
 
 use etls_auth::config::Config;
-use etls_auth::core::decision::{CallKind, Decision, LocalReply, Outcome, UpstreamReply};
+use etls_auth::core::decision::{CallKind, Decision, Forward, LocalReply, Outcome, UpstreamReply};
 use etls_auth::core::request::RequestView;
 use etls_auth::error::CallError;
 use jwt_simple::prelude::{Duration, HS256Key, HS384Key, HS512Key, JWTClaims, MACLike, VerificationOptions};
@@ -402,6 +402,27 @@ fn edits_strip_or_set_identity(setup: &Setup, edits: &[(String, Option<String>)]
     Ok(())
 }
 
+/// The identity published as filter state is the one in the identity headers, and only a
+/// verified session (valid or rotated) publishes one.
+fn published_matches_headers(setup: &Setup, f: &Forward) -> Result<(), String> {
+    let ids = &setup.cfg.identity_headers;
+    let verified = matches!(f.outcome, Outcome::SessionValid | Outcome::RotatedInline | Outcome::RotatedByCluster);
+    match &f.identity {
+        None if verified => Err(format!("{} forwarded without publishing its identity", f.outcome.as_str())),
+        None => Ok(()),
+        Some(_) if !verified => Err(format!("{} published an identity", f.outcome.as_str())),
+        Some(p) => {
+            let user = edit(&f.header_edits, &ids.user_id).cloned().flatten();
+            let role = edit(&f.header_edits, &ids.role).cloned().flatten();
+            if user.as_ref() == Some(&p.user_id) && role == p.role {
+                Ok(())
+            } else {
+                Err(format!("published {p:?}, headers say {user:?}/{role:?}"))
+            }
+        }
+    }
+}
+
 fn edit<'e>(edits: &'e [(String, Option<String>)], name: &str) -> Option<&'e Option<String>> {
     edits.iter().rev().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
 }
@@ -457,6 +478,7 @@ pub fn check_decide(setup: &Setup, req: &RequestView, now: u64, d: &Decision) ->
     match d {
         Decision::Forward(f) => {
             edits_strip_or_set_identity(setup, &f.header_edits)?;
+            published_matches_headers(setup, f)?;
             match f.outcome {
                 Outcome::SessionValid => {
                     if is_route(setup, path) || preflight {
@@ -642,6 +664,7 @@ pub fn check_refresh_reply(setup: &Setup, req: &RequestView, upstream: &Result<U
     match d {
         Decision::Respond(r) => check_deny(setup, req, r),
         Decision::Forward(f) => {
+            published_matches_headers(setup, f)?;
             let Ok(reply) = upstream else { return Err("forwarded without a refresh answer".into()) };
             if f.outcome != Outcome::RotatedByCluster || reply.status != 200 {
                 return Err(format!("forwarded {:?} for a {} answer", f.outcome, reply.status));

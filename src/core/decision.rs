@@ -137,6 +137,18 @@ pub struct Forward {
     pub header_edits: Vec<(String, Option<String>)>,
     /// `Set-Cookie` values to add to the app's response, each as its own header.
     pub set_cookies: Vec<String>,
+    /// The verified identity to publish in Envoy's filter state (`wasm.etls_user_id`,
+    /// `wasm.etls_role`); `None` when the request goes on without one (public path, preflight).
+    pub identity: Option<PublishedIdentity>,
+}
+
+/// A verified identity as the rest of Envoy sees it: the same text as the identity headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedIdentity {
+    /// `userId` as text (filter state `wasm.etls_user_id`).
+    pub user_id: String,
+    /// `role` as text, when the token has one (filter state `wasm.etls_role`).
+    pub role: Option<String>,
 }
 
 /// A local reply.

@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::core::cache::TokenCache;
 use crate::core::cookies;
-use crate::core::decision::{Decision, Forward, LocalReply, Outcome, UpstreamReply};
+use crate::core::decision::{Decision, Forward, LocalReply, Outcome, PublishedIdentity, UpstreamReply};
 use crate::core::paths;
 use crate::core::request::RequestView;
 use crate::core::tokens::{self, Identity, TokenKind};
@@ -13,7 +13,7 @@ use crate::error::{CallError, TokenError};
 
 /// Forward untouched but for the identity headers, which only the filter may set.
 pub fn pass(cfg: &Config, outcome: Outcome) -> Decision {
-    Decision::Forward(Forward { outcome, header_edits: identity_edits(cfg, None), set_cookies: Vec::new() })
+    Decision::Forward(Forward { outcome, header_edits: identity_edits(cfg, None), set_cookies: Vec::new(), identity: None })
 }
 
 /// A protected request: verify, else rotate, else deny (see `core::decide`).
@@ -28,6 +28,7 @@ pub fn protect(cfg: &Config, cache: &mut TokenCache, req: &RequestView, now: u64
                 outcome: Outcome::SessionValid,
                 header_edits: identity_edits(cfg, Some(&identity)),
                 set_cookies: Vec::new(),
+                identity: published(&identity),
             });
         }
     }
@@ -148,7 +149,13 @@ fn forward_rotated(
         outcome,
         header_edits,
         set_cookies: vec![cfg.cookies.set_access(access), cfg.cookies.set_refresh(refresh)],
+        identity: published(identity),
     })
+}
+
+/// The identity for Envoy's filter state: the same text as the identity headers.
+fn published(identity: &Identity) -> Option<PublishedIdentity> {
+    identity.user_id_header().map(|user_id| PublishedIdentity { user_id, role: identity.role_header() })
 }
 
 /// Identity header edits: set from `identity`, or removed (client-sent values never pass).
@@ -252,6 +259,27 @@ mod tests {
             ("x-etls-role".to_owned(), Some("admin".to_owned())),
         ]);
         assert!(f.set_cookies.is_empty());
+        assert_eq!(f.identity, Some(PublishedIdentity { user_id: "42".to_owned(), role: Some("admin".to_owned()) }));
+    }
+
+    #[test]
+    fn identity_is_published_only_with_a_verified_session() {
+        let cfg = config();
+        let published = |d: Decision| match d {
+            Decision::Forward(f) => f.identity,
+            other => panic!("{other:?}"),
+        };
+        let no_role = token(ACCESS_SECRET, json!({"userId": "u-7"}), Some(NOW), Some(NOW + 100));
+        let d = decide(&cfg, &req("GET", "/x", Some(&format!("accessTokenEtls={no_role}"))), NOW);
+        assert_eq!(published(d), Some(PublishedIdentity { user_id: "u-7".to_owned(), role: None }));
+        let d = decide(&cfg, &req("GET", "/x", cookie(Tok::Expired, Tok::Valid).as_deref()), NOW);
+        assert_eq!(published(d), Some(PublishedIdentity { user_id: "42".to_owned(), role: Some("admin".to_owned()) }));
+        // A public path with a valid session still publishes nothing: it was not checked.
+        assert_eq!(published(decide(&cfg, &req("GET", "/login", cookie(Tok::Valid, Tok::Valid).as_deref()), NOW)), None);
+        let mut preflight = req("OPTIONS", "/api/data", cookie(Tok::Valid, Tok::Valid).as_deref());
+        preflight.has_origin = true;
+        preflight.has_cors_request_method = true;
+        assert_eq!(published(decide(&cfg, &preflight, NOW)), None);
     }
 
     #[test]
@@ -314,7 +342,9 @@ mod tests {
             ],
             ..UpstreamReply::default()
         };
-        assert_eq!(outcome(&on_refresh_reply(&cfg, &request, Ok(good.clone()), NOW)), Outcome::RotatedByCluster);
+        let Decision::Forward(f) = on_refresh_reply(&cfg, &request, Ok(good.clone()), NOW) else { panic!() };
+        assert_eq!(f.outcome, Outcome::RotatedByCluster);
+        assert_eq!(f.identity, Some(PublishedIdentity { user_id: "42".to_owned(), role: Some("admin".to_owned()) }));
         let failures = [
             Err(CallError::NoResponse),
             Ok(UpstreamReply { status: 401, ..good.clone() }),

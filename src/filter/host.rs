@@ -1,4 +1,5 @@
-//! Host calls the SDK only offers in a costlier or trapping shape. A header map is read as one
+//! Host calls the SDK only offers in a costlier or trapping shape (a header map read, and
+//! `set_property`, whose SDK wrapper panics on a refusal). A header map is read as one
 //! serialized map (one host call, one allocation inside the VM) and parsed without copying, and
 //! without `unwrap`, by `core::headers`; the SDK's `get_map_bytes` would allocate two buffers per
 //! header and `unwrap` each name as UTF-8, and reading headers one by one costs a host call and
@@ -13,6 +14,28 @@ extern "C" {
     // The proxy-wasm ABI import the SDK's `hostcalls::get_map_bytes` uses. The status is read
     // as a plain u32 so that a value unknown to `Status` cannot be undefined behaviour.
     fn proxy_get_header_map_pairs(map_type: u32, return_map_data: *mut *mut u8, return_map_size: *mut usize) -> u32;
+    // The import of the SDK's `hostcalls::set_property`, which panics (traps the VM) on any
+    // status but `Ok`; here a refusal is a value the caller handles.
+    fn proxy_set_property(path_data: *const u8, path_size: usize, value_data: *const u8, value_size: usize) -> u32;
+}
+
+/// Property path of the verified user id, serialized as the ABI wants it (one segment, no NUL):
+/// Envoy stores it as filter state `wasm.etls_user_id`.
+pub const USER_ID_PROPERTY: &[u8] = b"etls_user_id";
+/// Property path of the verified role: filter state `wasm.etls_role`.
+pub const ROLE_PROPERTY: &[u8] = b"etls_role";
+
+/// Sets the property at the serialized `path` to `value`; `Err` with the host's status code if
+/// the host refused (e.g. no stream to hold filter state).
+pub fn set_property(path: &[u8], value: &[u8]) -> Result<(), u32> {
+    // SAFETY: both pointers and lengths describe live slices for the duration of the call; the
+    // host only reads them.
+    let status = unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) };
+    if status == Status::Ok as u32 {
+        Ok(())
+    } else {
+        Err(status)
+    }
 }
 
 /// A header map (request headers, a dispatched call's answer) as the host serializes it; empty

@@ -63,6 +63,11 @@ impl AuthFilter {
                 if !self.edit_request_headers(&forward.header_edits) {
                     return self.apply(core::internal_error());
                 }
+                if let Some(identity) = &forward.identity {
+                    if !self.publish_identity(identity) {
+                        return self.apply(core::internal_error());
+                    }
+                }
                 log::debug!("#{} {}", self.context_id, forward.outcome.as_str());
                 self.count(forward.outcome);
                 self.stage = Stage::Forwarded { set_cookies: forward.set_cookies };
@@ -119,6 +124,20 @@ impl AuthFilter {
             log::warn!("#{} could not edit request headers: denied", self.context_id);
         }
         !refused
+    }
+
+    /// Puts the verified identity in Envoy's filter state (`wasm.etls_user_id`, `wasm.etls_role`)
+    /// for access logs, RBAC and later filters; false if the host refused, in which case the
+    /// request must be denied (a later RBAC rule or log would otherwise see no identity, or half).
+    fn publish_identity(&self, identity: &PublishedIdentity) -> bool {
+        let mut result = super::host::set_property(super::host::USER_ID_PROPERTY, identity.user_id.as_bytes());
+        if let (Ok(()), Some(role)) = (result, &identity.role) {
+            result = super::host::set_property(super::host::ROLE_PROPERTY, role.as_bytes());
+        }
+        if let Err(status) = result {
+            log::warn!("#{} could not set the identity filter state (status {status}): denied", self.context_id);
+        }
+        result.is_ok()
     }
 
     /// The login body is complete: fetch it and let the core decide.
