@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build-wasm.sh
+# The test-only trapping build (feature test-trap) for tests/e2e/test_vm_recovery.py, in target/trap/.
+scripts/build-wasm-trap.sh
 # No unwrap/expect/panic/indexing outside tests (Cargo.toml [lints.clippy]), native and wasm.
 cargo clippy --quiet --all-targets -- -D warnings
 cargo clippy --quiet --release --target wasm32-wasip1 --lib -- -D warnings

@@ -177,6 +177,8 @@ impl Context for AuthFilter {
 
 impl HttpContext for AuthFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        #[cfg(feature = "test-trap")]
+        super::trap::on_request_headers();
         let Some(cfg) = self.config.clone() else {
             return self.apply(core::unconfigured());
         };

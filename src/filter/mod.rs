@@ -5,5 +5,7 @@ mod host;
 mod http;
 mod metrics;
 mod root;
+#[cfg(feature = "test-trap")]
+mod trap;
 
 pub use root::AuthRoot;
