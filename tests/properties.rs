@@ -281,14 +281,29 @@ fn accept() -> BoxedStrategy<Option<String>> {
     .boxed()
 }
 
+fn content_type() -> BoxedStrategy<Option<String>> {
+    prop_oneof![
+        4 => Just(Some("application/json".to_owned())),
+        1 => Just(None),
+        2 => prop::sample::select(vec![
+            "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "Application/JSON",
+            "application/json; charset=utf-8", "application/json;charset=UTF-8", "application/jsonx", "text/json",
+            "application/ld+json", " application/json", "application/json , text/plain", "",
+        ])
+        .prop_map(|s| Some(s.to_owned())),
+        1 => ".{0,20}".prop_map(Some),
+    ]
+    .boxed()
+}
+
 prop_compose! {
     fn request()(
         method in method(), path in path(), cookie in cookie_header(), accept in accept(),
         has_origin in any::<bool>(), has_cors_request_method in any::<bool>(),
         content_length in prop_oneof![Just(None), (0u64..40_000).prop_map(Some), any::<u64>().prop_map(Some)],
-        end_of_stream in any::<bool>(),
+        end_of_stream in any::<bool>(), content_type in content_type(),
     ) -> RequestView {
-        RequestView { method, path, cookie, accept, has_origin, has_cors_request_method, content_length, end_of_stream }
+        RequestView { method, path, cookie, accept, content_type, has_origin, has_cors_request_method, content_length, end_of_stream }
     }
 }
 
@@ -379,7 +394,7 @@ fn judge_catches_bypasses() {
         (req("/login", valid.clone()), public_published),
         (req("/x", None), Decision::Respond(LocalReply::json(Outcome::DeniedNoSession, 401, r#"{"error":"Unauthorized"}"#))),
         (req("/api/auth/logout", None), Decision::Respond(LocalReply::json(Outcome::LoggedOut, 200, r#"{"message":"Logged out"}"#).with_cookies(setup.cfg.cookies.clear_all()))),
-        (req("//evil.example/x", None), Decision::Respond(LocalReply { outcome: Outcome::DeniedNoSession, status: 302, headers: vec![("location".into(), "/login?next=%2F%2Fevil.example%2Fx".into())], body: vec![] }.with_cookies(setup.cfg.cookies.clear_all()))),
+        (req("//evil.example/x", None), Decision::Respond(LocalReply::empty(Outcome::DeniedNoSession, 302).with_header("location", "/login?next=%2F%2Fevil.example%2Fx").with_cookies(setup.cfg.cookies.clear_all()))),
     ];
     for (i, (r, d)) in wrong_bad.iter().enumerate() {
         assert!(judge::check_decide(setup, r, NOW, d).is_err(), "case {i}: the judge accepted {d:?} for {r:?}");
@@ -411,6 +426,7 @@ fn decide_with_real_sessions_on_protected_paths() {
         let req = RequestView {
             method: method.into(), path, cookie: Some(pairs.join("; ")),
             accept: Some(if html { "text/html" } else { "application/json" }.into()), end_of_stream,
+            content_type: Some("application/json".into()),
             ..RequestView::default()
         };
         let d = core::decide(&setup.cfg, &req, NOW);

@@ -329,11 +329,18 @@ pub fn stays_public(public: &[String], path: &str) -> bool {
 }
 
 fn set_cookies(r: &LocalReply) -> Vec<&str> {
-    r.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie")).map(|(_, v)| v.as_str()).collect()
+    r.headers().iter().filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie")).map(|(_, v)| v.as_str()).collect()
+}
+
+/// SPEC.md, Routes: every reply the filter makes itself carries `Cache-Control: no-store`
+/// (exactly one such header, so no cache may pick another).
+pub fn check_no_store(r: &LocalReply) -> Result<(), String> {
+    let values: Vec<&str> = r.headers().iter().filter(|(n, _)| n.eq_ignore_ascii_case("cache-control")).map(|(_, v)| v.as_str()).collect();
+    if values == ["no-store"] { Ok(()) } else { Err(format!("local reply {} with cache-control {values:?}", r.status)) }
 }
 
 fn header<'r>(r: &'r LocalReply, name: &str) -> Option<&'r str> {
-    r.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    r.headers().iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 /// The name and value of a `Set-Cookie` header value.
@@ -359,6 +366,7 @@ fn check_cleared(setup: &Setup, r: &LocalReply) -> Result<(), String> {
 
 /// A deny (401 JSON or 302 to the login page), with the four clearing cookies.
 pub fn check_deny(setup: &Setup, req: &RequestView, r: &LocalReply) -> Result<(), String> {
+    check_no_store(r)?;
     check_cleared(setup, r)?;
     match r.status {
         401 => {
@@ -540,7 +548,7 @@ pub fn check_decide(setup: &Setup, req: &RequestView, now: u64, d: &Decision) ->
             Ok(())
         }
         Decision::ReadBody { header_edits } => {
-            if path != cfg.routes.login || req.method != "POST" || req.end_of_stream || preflight {
+            if path != cfg.routes.login || req.method != "POST" || req.end_of_stream || preflight || !is_json_type(req) {
                 return Err(format!("ReadBody for {} {path:?}", req.method));
             }
             // The login request's headers go on while its body is read: no identity may pass.
@@ -548,6 +556,13 @@ pub fn check_decide(setup: &Setup, req: &RequestView, now: u64, d: &Decision) ->
         }
         Decision::Respond(r) => check_decide_reply(setup, req, path, protected, &refresh_ok, now, r),
     }
+}
+
+/// SPEC.md, Login: the media type, before any `;` parameters, is `application/json` in any case.
+fn is_json_type(req: &RequestView) -> bool {
+    let Some(ct) = req.content_type.as_deref() else { return false };
+    let media = ct.split(';').next().unwrap_or_default();
+    media.trim_matches([' ', '\t']).eq_ignore_ascii_case("application/json")
 }
 
 fn no_identity(setup: &Setup, edits: &[(String, Option<String>)], set_cookies: &[String]) -> Result<(), String> {
@@ -562,10 +577,11 @@ fn no_identity(setup: &Setup, edits: &[(String, Option<String>)], set_cookies: &
 
 fn check_decide_reply(setup: &Setup, req: &RequestView, path: &str, protected: bool, refresh_ok: &[Value], now: u64, r: &LocalReply) -> Result<(), String> {
     let routes = &setup.cfg.routes;
+    check_no_store(r)?;
     let scs = set_cookies(r);
     let body = String::from_utf8_lossy(&r.body);
-    if scs.iter().any(|c| c.contains(['\r', '\n'])) || r.headers.iter().any(|(n, v)| n.contains(['\r', '\n', ':']) || v.contains(['\r', '\n'])) {
-        return Err(format!("header injection in {:?}", r.headers));
+    if scs.iter().any(|c| c.contains(['\r', '\n'])) || r.headers().iter().any(|(n, v)| n.contains(['\r', '\n', ':']) || v.contains(['\r', '\n'])) {
+        return Err(format!("header injection in {:?}", r.headers()));
     }
     if protected {
         return check_deny(setup, req, r);
@@ -597,8 +613,16 @@ fn check_decide_reply(setup: &Setup, req: &RequestView, path: &str, protected: b
                 return Err(format!("refresh route 401: {body} {scs:?}"));
             }
         }
+        415 if path == routes.login => {
+            if req.method != "POST" || is_json_type(req) || !scs.is_empty() {
+                return Err(format!("415 for {} with content-type {:?}", req.method, req.content_type));
+            }
+            if body != r#"{"error":"Content-Type must be application/json"}"# {
+                return Err(format!("415 body {body}"));
+            }
+        }
         400 | 413 if path == routes.login => {
-            if req.method != "POST" || !scs.is_empty() {
+            if req.method != "POST" || !scs.is_empty() || !is_json_type(req) {
                 return Err(format!("login route {} for {}", r.status, req.method));
             }
             if r.status == 400 && !req.end_of_stream {
@@ -627,11 +651,12 @@ fn status_class_ok(upstream: &Result<UpstreamReply, CallError>, got: u32) -> boo
 /// What `core::on_reply(Login, ..)` may answer to the login API's `upstream` answer.
 pub fn check_login_reply(setup: &Setup, upstream: &Result<UpstreamReply, CallError>, d: &Decision) -> Result<(), String> {
     let Decision::Respond(r) = d else { return Err(format!("login reply gave {d:?}")) };
+    check_no_store(r)?;
     if !status_class_ok(upstream, r.status) {
         return Err(format!("login API {:?} became {}", upstream.as_ref().map(|u| u.status), r.status));
     }
-    if r.headers.iter().any(|(n, v)| n.contains(['\r', '\n']) || v.contains(['\r', '\n'])) {
-        return Err(format!("header injection: {:?}", r.headers));
+    if r.headers().iter().any(|(n, v)| n.contains(['\r', '\n']) || v.contains(['\r', '\n'])) {
+        return Err(format!("header injection: {:?}", r.headers()));
     }
     let scs = set_cookies(r);
     if r.status != 200 {
@@ -717,6 +742,7 @@ pub fn check_on_body(setup: &Setup, body: &[u8], d: &Decision) -> Result<(), Str
             Ok(())
         }
         Decision::Respond(r) => {
+            check_no_store(r)?;
             let want = if body.len() > setup.cfg.max_login_body_bytes { 413 } else { 400 };
             if r.status != want || !set_cookies(r).is_empty() {
                 return Err(format!("login body answered {} (want {want})", r.status));

@@ -38,6 +38,7 @@ struct Input {
     separator: u8,
     raw_cookie: Option<Vec<u8>>,
     accept: u8,
+    content_type: u8,
     has_origin: bool,
     has_cors_request_method: bool,
     content_length: Option<u64>,
@@ -53,6 +54,10 @@ const PATHS: &[&str] = &[
 ];
 const NAMES: &[&str] = &["accessTokenEtls", "refreshTokenEtls", "a", "r", "accessToken", "refreshToken", " a", "A", ""];
 const SEPARATORS: &[&str] = &["; ", ";", ",", " ; ", ";;"];
+const CONTENT_TYPES: &[Option<&str>] = &[
+    Some("application/json"), None, Some("text/plain"), Some("Application/JSON; charset=utf-8"),
+    Some("application/x-www-form-urlencoded"), Some("multipart/form-data; boundary=x"), Some("application/jsonx"),
+];
 const ACCEPTS: &[Option<&str>] = &[None, Some("text/html"), Some("application/json"), Some("text/html;q=0"), Some("*/*")];
 
 struct State {
@@ -131,6 +136,7 @@ fuzz_target!(|input: Input| {
             path: format!("{}{}", pick(PATHS, input.path), input.path_tail),
             cookie,
             accept: pick(ACCEPTS, input.accept).map(str::to_owned),
+            content_type: pick(CONTENT_TYPES, input.content_type).map(str::to_owned),
             has_origin: input.has_origin,
             has_cors_request_method: input.has_cors_request_method,
             content_length: input.content_length,

@@ -151,25 +151,38 @@ pub struct PublishedIdentity {
     pub role: Option<String>,
 }
 
-/// A local reply.
+/// A local reply. Built only through [`LocalReply::json`] or [`LocalReply::empty`], which both
+/// add `cache-control: no-store` (SPEC.md, Routes: every reply the filter makes itself), so no
+/// reply can leave without it; `headers` is private for that reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalReply {
     pub outcome: Outcome,
     pub status: u32,
-    /// Headers, in order; `set-cookie` may repeat.
-    pub headers: Vec<(String, String)>,
+    /// Headers, in order; `set-cookie` may repeat. Always includes `cache-control: no-store`.
+    headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// One line for the shell to log at warn level (never a token, secret or cookie value).
+    warning: Option<String>,
 }
 
 impl LocalReply {
-    /// A reply with a JSON body and `content-type: application/json`.
-    pub fn json(outcome: Outcome, status: u32, body: impl Into<Vec<u8>>) -> LocalReply {
+    /// A reply without a body: only `cache-control: no-store` (add more with [`Self::with_header`]).
+    pub fn empty(outcome: Outcome, status: u32) -> LocalReply {
         LocalReply {
             outcome,
             status,
-            headers: vec![("content-type".to_owned(), "application/json".to_owned())],
-            body: body.into(),
+            headers: vec![("cache-control".to_owned(), "no-store".to_owned())],
+            body: Vec::new(),
+            warning: None,
         }
+    }
+
+    /// A reply with a JSON body, `content-type: application/json` and `cache-control: no-store`.
+    pub fn json(outcome: Outcome, status: u32, body: impl Into<Vec<u8>>) -> LocalReply {
+        let mut reply = LocalReply::empty(outcome, status);
+        reply.headers.insert(0, ("content-type".to_owned(), "application/json".to_owned()));
+        reply.body = body.into();
+        reply
     }
 
     /// The same reply with one more header.
@@ -182,6 +195,22 @@ impl LocalReply {
     pub fn with_cookies<S: AsRef<str>>(mut self, cookies: &[S]) -> LocalReply {
         self.headers.extend(cookies.iter().map(|c| ("set-cookie".to_owned(), c.as_ref().to_owned())));
         self
+    }
+
+    /// The same reply with a line for the shell to log at warn level.
+    pub fn with_warning(mut self, line: impl Into<String>) -> LocalReply {
+        self.warning = Some(line.into());
+        self
+    }
+
+    /// The headers, in order.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The line to log at warn level, if any.
+    pub fn warning(&self) -> Option<&str> {
+        self.warning.as_deref()
     }
 }
 

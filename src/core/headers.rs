@@ -46,13 +46,14 @@ fn split_nul(bytes: &[u8], len: usize) -> Option<(&[u8], &[u8])> {
 /// decoded lossily. `end_of_stream` is true when no body follows.
 pub fn request_view<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>, end_of_stream: bool) -> RequestView {
     let mut view = RequestView { end_of_stream, ..RequestView::default() };
-    let (mut method, mut path, mut accept, mut content_length) = (None, None, None, None);
+    let (mut method, mut path, mut accept, mut content_length, mut content_type) = (None, None, None, None, None);
     for (name, value) in pairs {
         match name {
             ":method" => first(&mut method, value),
             ":path" => first(&mut path, value),
             "accept" => first(&mut accept, value),
             "content-length" => first(&mut content_length, value),
+            "content-type" => first(&mut content_type, value),
             "cookie" => {
                 let cookie = view.cookie.get_or_insert_with(String::new);
                 if !cookie.is_empty() {
@@ -68,6 +69,7 @@ pub fn request_view<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>, en
     view.method = method.map(text).unwrap_or_default();
     view.path = path.map(text).unwrap_or_default();
     view.accept = accept.map(text);
+    view.content_type = content_type.map(text);
     view.content_length = content_length.and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok());
     view
 }
@@ -131,6 +133,7 @@ mod tests {
             (":authority", b"example.com"), (":method", b"OPTIONS"), (":path", b"/api?q=1"), ("accept", b"text/html"),
             ("accept", b"application/json"), ("cookie", b"a=1"), ("cookie", b"accessTokenEtls=t"), ("origin", b"https://x"),
             ("access-control-request-method", b"POST"), ("content-length", b" 12 "), ("x-other", b"\xff"),
+            ("content-type", b"application/json; charset=utf-8"), ("content-type", b"text/plain"),
         ];
         let view = request_view(pairs, false);
         assert_eq!(view, RequestView {
@@ -138,6 +141,7 @@ mod tests {
             path: "/api?q=1".into(),
             cookie: Some("a=1; accessTokenEtls=t".into()),
             accept: Some("text/html".into()),
+            content_type: Some("application/json; charset=utf-8".into()),
             has_origin: true,
             has_cors_request_method: true,
             content_length: Some(12),

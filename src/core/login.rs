@@ -22,10 +22,21 @@ pub enum BodyStep {
     Answer(Decision),
 }
 
-/// Headers of a request to `login_path`: `POST` reads the body; other methods get 405.
+/// Headers of a request to `login_path`, checked in the order of SPEC.md (Login): another
+/// method gets 405; a `Content-Type` other than `application/json` (parameters allowed, any
+/// case; a missing one too) gets 415, because a form on another site can post `text/plain`
+/// without a CORS preflight but never JSON (login CSRF); a `Content-Length` over
+/// `max_login_body_bytes` gets 413; else the body is read (an absent body is a 400 at once).
 pub fn on_headers(cfg: &Config, req: &RequestView) -> Decision {
     if req.method != "POST" {
         return session::method_not_allowed();
+    }
+    if !req.has_json_body() {
+        return Decision::Respond(LocalReply::json(
+            Outcome::LoginBadRequest,
+            415,
+            r#"{"error":"Content-Type must be application/json"}"#,
+        ));
     }
     if req.content_length.is_some_and(|len| len > cfg.max_login_body_bytes as u64) {
         return too_large();
@@ -119,7 +130,6 @@ fn on_success(cfg: &Config, reply: &UpstreamReply, now: u64) -> Decision {
     let [upstream_access, upstream_refresh] = cfg.cookies.set_upstream(&login.access_token, &login.refresh_token);
     Decision::Respond(
         LocalReply::json(Outcome::LoginSucceeded, 200, body)
-            .with_header("cache-control", "no-store")
             .with_cookies(&[
                 upstream_access,
                 upstream_refresh,
@@ -151,7 +161,7 @@ mod tests {
 
     fn respond(d: Decision) -> (u32, String, Vec<(String, String)>) {
         match d {
-            Decision::Respond(r) => (r.status, String::from_utf8(r.body).unwrap(), r.headers),
+            Decision::Respond(r) => (r.status, String::from_utf8(r.body.clone()).unwrap(), r.headers().to_vec()),
             other => panic!("expected a reply, got {other:?}"),
         }
     }
@@ -165,6 +175,30 @@ mod tests {
         let (s, _, h) = respond(on_headers(&config(), &req("GET", "/api/auth/login", None)));
         assert_eq!(s, 405);
         assert!(h.contains(&("allow".to_owned(), "POST".to_owned())));
+    }
+
+    #[test]
+    fn checks_run_in_spec_order_method_type_size_body() {
+        let cfg = config();
+        let mut r = req("PUT", "/api/auth/login", None);
+        r.content_type = Some("text/plain".into());
+        r.content_length = Some(1_000_000);
+        r.end_of_stream = false;
+        assert_eq!(respond(on_headers(&cfg, &r)).0, 405, "method first");
+        r.method = "POST".into();
+        let (s, b, _) = respond(on_headers(&cfg, &r));
+        assert_eq!((s, b.as_str()), (415, r#"{"error":"Content-Type must be application/json"}"#), "then the type");
+        r.content_type = None;
+        assert_eq!(respond(on_headers(&cfg, &r)).0, 415, "a missing type too");
+        r.content_type = Some("Application/JSON; charset=utf-8".into());
+        assert_eq!(respond(on_headers(&cfg, &r)).0, 413, "then the size");
+        r.content_length = None;
+        r.end_of_stream = true;
+        assert_eq!(respond(on_headers(&cfg, &r)).0, 400, "then the body");
+        for refused in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=----x"] {
+            r.content_type = Some(refused.into());
+            assert_eq!(respond(on_headers(&cfg, &r)).0, 415, "{refused}");
+        }
     }
 
     #[test]

@@ -94,3 +94,58 @@ pub fn internal_error() -> Decision {
 
 #[cfg(test)]
 pub(crate) mod testing;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::testing::*;
+    use serde_json::json;
+
+    /// Every kind of reply the core makes itself carries exactly one `cache-control: no-store`.
+    #[test]
+    fn every_local_reply_is_no_store() {
+        let cfg = config();
+        let mut page = req("GET", "/dash", None);
+        page.accept = Some("text/html".into());
+        let mut text = req("POST", "/api/auth/login", None);
+        text.content_type = Some("text/plain".into());
+        let mut big = req("POST", "/api/auth/login", None);
+        big.content_length = Some(1 << 20);
+        let valid = format!("refreshTokenEtls={}", refresh(NOW + 100));
+        let requests = [
+            page,                                                    // deny 302
+            req("GET", "/dash", None),                               // deny 401
+            req("GET", "/api/auth/login", None),                     // 405
+            text,                                                    // 415
+            big,                                                     // 413
+            req("POST", "/api/auth/login", None),                    // 400 (no body)
+            req("POST", "/api/auth/refreshtoken", None),             // 401 no refresh token
+            req("POST", "/api/auth/refreshtoken", Some("refreshTokenEtls=x")), // 401 invalid
+            req("POST", "/api/auth/refreshtoken", Some(&valid)),     // 200 refreshed
+            req("GET", "/api/auth/refreshtoken", None),              // 405
+            req("POST", "/api/auth/logout", None),                   // 200 logged out
+            req("GET", "/api/auth/logout", None),                    // 405
+        ];
+        let mut replies: Vec<Decision> = requests.iter().map(|r| decide(&cfg, r, NOW)).collect();
+        replies.push(login::on_body(&cfg, b"nope"));
+        replies.push(login::on_body(&cfg, &vec![b' '; 20_000]));
+        let ok = r#"{"accessToken":"a","refreshToken":"r","userData":{"id":1}}"#;
+        for (status, body) in [(200, ok), (401, ""), (429, ""), (500, ""), (504, "upstream request timeout"), (200, "x")] {
+            let answer = UpstreamReply { status, body: body.as_bytes().to_vec(), body_size: body.len(), ..UpstreamReply::default() };
+            replies.push(on_reply(&cfg, CallKind::Login, &req("POST", "/api/auth/login", None), Ok(answer), NOW));
+        }
+        replies.push(on_reply(&cfg, CallKind::Login, &req("POST", "/api/auth/login", None), Err(CallError::NoResponse), NOW));
+        let clustered = config_with(json!({"refresh_cluster": "etls_refresh"}));
+        replies.push(on_reply(&clustered, CallKind::Refresh, &req("GET", "/x", Some(&valid)), Err(CallError::NoResponse), NOW));
+        replies.push(unconfigured());
+        replies.push(internal_error());
+        let mut statuses = Vec::new();
+        for d in replies {
+            let Decision::Respond(r) = d else { panic!("not a local reply: {d:?}") };
+            let no_store: Vec<&(String, String)> = r.headers().iter().filter(|(n, _)| n == "cache-control").collect();
+            assert_eq!(no_store, [&("cache-control".to_owned(), "no-store".to_owned())], "{} {:?}", r.status, r.outcome);
+            statuses.push(r.status);
+        }
+        assert_eq!(statuses, [302, 401, 405, 415, 413, 400, 401, 401, 200, 405, 200, 405, 400, 413, 200, 401, 429, 502, 504, 502, 502, 401, 500, 500]);
+    }
+}

@@ -13,6 +13,8 @@ pub struct RequestView {
     pub cookie: Option<String>,
     /// The `Accept` header.
     pub accept: Option<String>,
+    /// The `Content-Type` header (the first one).
+    pub content_type: Option<String>,
     /// Whether an `Origin` header is present.
     pub has_origin: bool,
     /// Whether an `Access-Control-Request-Method` header is present.
@@ -43,6 +45,15 @@ impl RequestView {
         })
     }
 
+    /// True when `Content-Type` is `application/json`, in any case, with or without
+    /// parameters (`application/json; charset=utf-8`). A missing one is not JSON.
+    pub fn has_json_body(&self) -> bool {
+        self.content_type.as_deref().is_some_and(|value| {
+            let media = value.split_once(';').map_or(value, |(media, _)| media);
+            media.trim_matches([' ', '\t']).eq_ignore_ascii_case("application/json")
+        })
+    }
+
     /// True for a CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`.
     pub fn is_cors_preflight(&self) -> bool {
         self.method == "OPTIONS" && self.has_origin && self.has_cors_request_method
@@ -66,6 +77,21 @@ mod tests {
         assert!(!with_accept("text/html;q=0").accepts_html());
         assert!(!with_accept("text/htmlx").accepts_html());
         assert!(!RequestView::default().accepts_html());
+    }
+
+    #[test]
+    fn json_content_type_allows_parameters_and_any_case() {
+        let with = |ct: &str| RequestView { content_type: Some(ct.to_owned()), ..RequestView::default() };
+        for ok in ["application/json", "application/json; charset=utf-8", "Application/JSON", "APPLICATION/JSON;charset=UTF-8",
+                   " application/json ", "application/json\t; x=y"] {
+            assert!(with(ok).has_json_body(), "{ok:?}");
+        }
+        for refused in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "",
+                        "application/json-patch+json", "application/jsonx", "application/ld+json", "text/json",
+                        "application/json, text/plain", "application /json", "\u{fffd}application/json"] {
+            assert!(!with(refused).has_json_body(), "{refused:?}");
+        }
+        assert!(!RequestView::default().has_json_body(), "missing");
     }
 
     #[test]

@@ -110,12 +110,12 @@ pub fn method_not_allowed() -> Decision {
 /// request gets 401; both clear the four cookies.
 pub fn deny(cfg: &Config, req: &RequestView, outcome: Outcome) -> Decision {
     let answer = if req.accepts_html() {
-        LocalReply { outcome, status: 302, headers: Vec::new(), body: Vec::new() }
+        LocalReply::empty(outcome, 302)
             .with_header("location", paths::login_redirect(&cfg.login_page, &req.path))
     } else {
         LocalReply::json(outcome, 401, r#"{"error":"Unauthorized"}"#)
     };
-    reply(answer.with_header("cache-control", "no-store").with_cookies(cfg.cookies.clear_all()))
+    reply(answer.with_cookies(cfg.cookies.clear_all()))
 }
 
 fn internal_error(cfg: &Config) -> Decision {
@@ -321,11 +321,11 @@ mod tests {
         page.accept = Some("text/html,*/*".into());
         let Decision::Respond(r) = decide(&cfg, &page, NOW) else { panic!() };
         assert_eq!(r.status, 302);
-        assert!(r.headers.contains(&("location".to_owned(), "/login?next=%2Fdash%3Ftab%3D2".to_owned())));
-        assert_eq!(r.headers.iter().filter(|(n, _)| n == "set-cookie").count(), 4);
+        assert!(r.headers().contains(&("location".to_owned(), "/login?next=%2Fdash%3Ftab%3D2".to_owned())));
+        assert_eq!(r.headers().iter().filter(|(n, _)| n == "set-cookie").count(), 4);
         let Decision::Respond(r) = decide(&cfg, &req("GET", "/dash", None), NOW) else { panic!() };
         assert_eq!((r.status, r.body.as_slice()), (401, &br#"{"error":"Unauthorized"}"#[..]));
-        let cleared: Vec<&String> = r.headers.iter().filter(|(n, _)| n == "set-cookie").map(|(_, v)| v).collect();
+        let cleared: Vec<&String> = r.headers().iter().filter(|(n, _)| n == "set-cookie").map(|(_, v)| v).collect();
         assert_eq!(cleared, cfg.cookies.clear_all().iter().collect::<Vec<_>>());
     }
 
@@ -359,7 +359,7 @@ mod tests {
     #[test]
     fn refresh_route_answers_per_contract() {
         let cfg = config();
-        let body = |d: Decision| match d { Decision::Respond(r) => (r.status, String::from_utf8(r.body).unwrap(), r.headers), other => panic!("{other:?}") };
+        let body = |d: Decision| match d { Decision::Respond(r) => (r.status, String::from_utf8(r.body.clone()).unwrap(), r.headers().to_vec()), other => panic!("{other:?}") };
         let (s, b, _) = body(decide(&cfg, &req("POST", "/api/auth/refreshtoken", None), NOW));
         assert_eq!((s, b.as_str()), (401, r#"{"error":"No refresh token provided"}"#));
         let (s, b, _) = body(decide(&cfg, &req("POST", "/api/auth/refreshtoken", cookie(Tok::Valid, Tok::Expired).as_deref()), NOW));
@@ -378,7 +378,7 @@ mod tests {
         for c in [None, cookie(Tok::Valid, Tok::Valid)] {
             let Decision::Respond(r) = decide(&cfg, &req("POST", "/api/auth/logout", c.as_deref()), NOW) else { panic!() };
             assert_eq!((r.status, r.body.as_slice()), (200, &br#"{"message":"Logged out"}"#[..]));
-            assert_eq!(r.headers.iter().filter(|(n, _)| n == "set-cookie").count(), 4);
+            assert_eq!(r.headers().iter().filter(|(n, _)| n == "set-cookie").count(), 4);
         }
     }
 }

@@ -38,6 +38,7 @@ pub fn req(method: &str, path: &str, cookie: Option<&str>) -> RequestView {
         path: path.to_owned(),
         cookie: cookie.map(str::to_owned),
         accept: Some("application/json".to_owned()),
+        content_type: Some("application/json".to_owned()),
         end_of_stream: true,
         ..RequestView::default()
     }

@@ -75,8 +75,11 @@ impl AuthFilter {
             }
             Decision::Respond(reply) => {
                 log::debug!("#{} {} ({})", self.context_id, reply.outcome.as_str(), reply.status);
+                if let Some(line) = reply.warning() {
+                    log::warn!("#{} {line}", self.context_id);
+                }
                 self.count(reply.outcome);
-                let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                let headers: Vec<(&str, &str)> = reply.headers().iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
                 if let Err(status) = hostcalls::send_http_response(reply.status, headers, Some(&reply.body)) {
                     log::error!("#{} could not send the local reply: {status:?}", self.context_id);
                 }
