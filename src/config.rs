@@ -24,6 +24,40 @@ pub const MAX_LOGIN_BODY_BYTES: u64 = 1024 * 1024;
 /// Shortest accepted HS256 secret, in bytes (RFC 7518 section 3.2).
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// Every key of the plugin configuration, in the order of `docs/configuration.md`. The parser can
+/// only read a key listed here, an unknown key is matched against this list for a suggestion, and
+/// a unit test checks that the configuration reference documents exactly these keys.
+pub const KNOWN_KEYS: &[&str] = &[
+    "login_cluster",
+    "login_authority",
+    "login_upstream_path",
+    "login_timeout_ms",
+    "refresh_cluster",
+    "refresh_authority",
+    "refresh_timeout_ms",
+    "login_path",
+    "refresh_path",
+    "logout_path",
+    "login_page",
+    "public_paths",
+    "bypass_cors_preflight",
+    "access_ttl_s",
+    "refresh_ttl_s",
+    "clock_skew_s",
+    "access_secret_env",
+    "refresh_secret_env",
+    "cookie_secure",
+    "cookie_same_site",
+    "cookie_domain",
+    "access_cookie",
+    "refresh_cookie",
+    "upstream_access_cookie",
+    "upstream_refresh_cookie",
+    "user_id_header",
+    "role_header",
+    "max_login_body_bytes",
+];
+
 /// Where and how a dispatched call goes.
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -73,6 +107,17 @@ pub struct Config {
     pub access_keys: KeyRing,
     /// Keys that sign and verify refresh tokens.
     pub refresh_keys: KeyRing,
+    /// The environment variables the secrets were read from (for `etls-config-check`).
+    pub secret_envs: SecretEnvs,
+}
+
+/// The names of the environment variables that held the secrets; a `_PREVIOUS` one only when set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretEnvs {
+    pub access: String,
+    pub refresh: String,
+    pub access_previous: Option<String>,
+    pub refresh_previous: Option<String>,
 }
 
 impl Config {
@@ -90,7 +135,7 @@ impl Config {
             .map_err(|e| ConfigError::NotJsonObject(e.to_string()))?;
         let mut raw = Fields(map);
 
-        let login_cluster = raw.string("login_cluster")?.ok_or(ConfigError::Missing { key: "login_cluster" })?;
+        let login_cluster = raw.required_string("login_cluster")?;
         let login_cluster = non_empty("login_cluster", login_cluster)?;
         let login_authority = match raw.string("login_authority")? {
             Some(a) => authority("login_authority", a)?,
@@ -171,8 +216,7 @@ impl Config {
         let refresh_env = env_name("refresh_secret_env", refresh_env)?;
         raw.reject_leftovers()?;
 
-        let (access_keys, refresh_keys) =
-            load_keys(&access_env, &refresh_env, &secret_of)?;
+        let (access_keys, refresh_keys, secret_envs) = load_keys(&access_env, &refresh_env, &secret_of)?;
 
         let refresh = refresh_cluster.map(|cluster| Upstream {
             authority: refresh_authority.unwrap_or_else(|| cluster.clone()),
@@ -200,6 +244,7 @@ impl Config {
             max_login_body_bytes: usize::try_from(max_login_body_bytes).unwrap_or(usize::MAX),
             access_keys,
             refresh_keys,
+            secret_envs,
         })
     }
 }
@@ -209,7 +254,7 @@ fn load_keys(
     access_env: &str,
     refresh_env: &str,
     secret_of: &impl Fn(&str) -> Option<Vec<u8>>,
-) -> Result<(KeyRing, KeyRing), ConfigError> {
+) -> Result<(KeyRing, KeyRing, SecretEnvs), ConfigError> {
     let load = |key: &'static str, env: String, required: bool| -> Result<Option<Vec<u8>>, ConfigError> {
         match secret_of(&env) {
             None if required => Err(ConfigError::Secret { key, env, problem: SecretProblem::Missing }),
@@ -222,8 +267,10 @@ fn load_keys(
     };
     let access = load("access_secret_env", access_env.to_owned(), true)?.unwrap_or_default();
     let refresh = load("refresh_secret_env", refresh_env.to_owned(), true)?.unwrap_or_default();
-    let access_previous = load("access_secret_env", format!("{access_env}_PREVIOUS"), false)?;
-    let refresh_previous = load("refresh_secret_env", format!("{refresh_env}_PREVIOUS"), false)?;
+    let access_previous_env = format!("{access_env}_PREVIOUS");
+    let refresh_previous_env = format!("{refresh_env}_PREVIOUS");
+    let access_previous = load("access_secret_env", access_previous_env.clone(), false)?;
+    let refresh_previous = load("refresh_secret_env", refresh_previous_env.clone(), false)?;
 
     let access_all = [Some(&access), access_previous.as_ref()];
     let refresh_all = [Some(&refresh), refresh_previous.as_ref()];
@@ -235,9 +282,16 @@ fn load_keys(
             problem: SecretProblem::SameAsOtherKind,
         });
     }
+    let names = SecretEnvs {
+        access: access_env.to_owned(),
+        refresh: refresh_env.to_owned(),
+        access_previous: access_previous.is_some().then_some(access_previous_env),
+        refresh_previous: refresh_previous.is_some().then_some(refresh_previous_env),
+    };
     Ok((
         KeyRing::new(&access, access_previous.as_deref()),
         KeyRing::new(&refresh, refresh_previous.as_deref()),
+        names,
     ))
 }
 
@@ -245,8 +299,12 @@ fn load_keys(
 struct Fields(Map<String, Value>);
 
 impl Fields {
-    /// Removes `key` and converts it; JSON `null` counts as absent.
+    /// Removes `key` and converts it; JSON `null` counts as absent. Only a key of [`KNOWN_KEYS`]
+    /// can be read: any other is refused, so the list cannot miss a key the parser reads.
     fn take<T: DeserializeOwned>(&mut self, key: &'static str, expected: &'static str) -> Result<Option<T>, ConfigError> {
+        if !KNOWN_KEYS.contains(&key) {
+            return Err(ConfigError::UnknownKey { key: key.to_owned(), did_you_mean: None });
+        }
         match self.0.remove(key) {
             None | Some(Value::Null) => Ok(None),
             Some(value) => serde_json::from_value(value)
@@ -263,12 +321,104 @@ impl Fields {
     fn boolean(&mut self, key: &'static str) -> Result<Option<bool>, ConfigError> {
         self.take(key, "true or false")
     }
+    /// A string that must be there; when it is not, names a key of the configuration that looks
+    /// like a misspelling of it.
+    fn required_string(&mut self, key: &'static str) -> Result<String, ConfigError> {
+        match self.string(key)? {
+            Some(value) => Ok(value),
+            None => {
+                let near_miss = self.0.keys().find(|k| is_near(k, key)).cloned();
+                Err(ConfigError::Missing { key, near_miss })
+            }
+        }
+    }
+    /// Every key not read by now is unknown; the first one is reported, with the known key it is
+    /// close to, if any.
     fn reject_leftovers(&self) -> Result<(), ConfigError> {
         match self.0.keys().next() {
-            Some(key) => Err(ConfigError::UnknownKey(key.clone())),
+            Some(key) => Err(ConfigError::UnknownKey { key: key.clone(), did_you_mean: closest_known_key(key) }),
             None => Ok(()),
         }
     }
+}
+
+/// The known key that `key` most likely misspells: after turning `camelCase` and `kebab-case`
+/// into `snake_case`, at most two edits away (one for keys under six characters); ties go to the
+/// key listed first.
+pub fn closest_known_key(key: &str) -> Option<&'static str> {
+    let mut best: Option<(usize, &'static str)> = None;
+    for &known in KNOWN_KEYS {
+        if let Some(d) = near_distance(key, known) {
+            if best.is_none_or(|(b, _)| d < b) {
+                best = Some((d, known));
+            }
+        }
+    }
+    best.map(|(_, known)| known)
+}
+
+fn is_near(written: &str, known: &str) -> bool {
+    near_distance(written, known).is_some()
+}
+
+/// The edit distance between `written` (normalised to snake_case) and `known`, if it is small
+/// enough to be a typo: at most 2, and at most a third of the known key's length.
+fn near_distance(written: &str, known: &str) -> Option<usize> {
+    // Keys longer than any known key by more than two characters cannot be near one; this also
+    // bounds the work on a hostile configuration.
+    if written.chars().count() > known.len() + 2 {
+        return None;
+    }
+    let d = edit_distance(&snake_case(written), known);
+    (d <= 2 && d * 3 <= known.len()).then_some(d)
+}
+
+/// `loginCluster`, `Login-Cluster` and `LOGIN_CLUSTER` all become `login_cluster`.
+fn snake_case(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 4);
+    let mut previous_lower = false;
+    for c in key.chars() {
+        if c == '-' || c == ' ' {
+            out.push('_');
+        } else if c.is_ascii_uppercase() && previous_lower {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c.to_ascii_lowercase());
+        }
+        previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+    }
+    out
+}
+
+/// Levenshtein distance with adjacent transpositions (optimal string alignment), by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    const FAR: usize = usize::MAX / 4;
+    let at = |row: &[usize], k: Option<usize>| k.and_then(|k| row.get(k)).copied().unwrap_or(FAR);
+    let b: Vec<char> = b.chars().collect();
+    // Rows of the table: two back (for transpositions), the previous one, the one being filled.
+    let mut before: Vec<usize> = Vec::new();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut last_a = None;
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = Vec::with_capacity(b.len() + 1);
+        current.push(i + 1);
+        let mut last_b = None;
+        for (j, &cb) in b.iter().enumerate() {
+            let left = current.last().copied().unwrap_or(FAR);
+            let mut d = (at(&previous, Some(j)) + usize::from(ca != cb))
+                .min(at(&previous, Some(j + 1)) + 1)
+                .min(left + 1);
+            if last_a == Some(cb) && last_b == Some(ca) {
+                d = d.min(at(&before, j.checked_sub(1)) + 1);
+            }
+            current.push(d);
+            last_b = Some(cb);
+        }
+        before = std::mem::replace(&mut previous, current);
+        last_a = Some(ca);
+    }
+    previous.last().copied().unwrap_or(FAR)
 }
 
 fn bad(key: &'static str, reason: &str) -> ConfigError {
@@ -481,7 +631,7 @@ mod tests {
         for raw in [&b"[1]"[..], b"not json", b"{\"login_cluster\": ", b"\xff\xfe"] {
             assert!(matches!(Config::parse(raw, env), Err(ConfigError::NotJsonObject(_))), "{raw:?}");
         }
-        assert_eq!(Config::parse(b"", env).err(), Some(ConfigError::Missing { key: "login_cluster" }));
+        assert_eq!(Config::parse(b"", env).err(), Some(ConfigError::Missing { key: "login_cluster", near_miss: None }));
     }
 
     type Env = &'static [(&'static str, &'static [u8])];
@@ -519,5 +669,208 @@ mod tests {
         let env: Env = &[("ETLS_ACCESS", ACCESS_SECRET), ("ETLS_REFRESH", ACCESS_SECRET)];
         let line = Config::parse(br#"{"login_cluster":"l"}"#, secrets(env)).err().unwrap().to_string();
         assert!(!line.contains(std::str::from_utf8(ACCESS_SECRET).unwrap()), "{line}");
+    }
+}
+
+/// The configuration reference (`docs/configuration.md`) against the parser, and the suggestions
+/// for misspelt keys.
+#[cfg(test)]
+mod reference_tests {
+    use super::*;
+    use crate::core::testing::env;
+    use crate::error::SecretSource;
+    use serde_json::json;
+
+    const REFERENCE: &str = include_str!("../docs/configuration.md");
+
+    /// The rows of the reference's key table: (key, cells), the key taken from the first cell
+    /// (`` `name` ``). The table is the one whose header row starts with `| key | type |`.
+    fn reference_rows() -> Vec<(String, Vec<String>)> {
+        let mut rows = Vec::new();
+        let mut lines = REFERENCE.lines().skip_while(|l| !l.starts_with("| key | type |")).skip(2);
+        for line in lines.by_ref().take_while(|l| l.starts_with('|')) {
+            // `\|` is a literal pipe inside a cell.
+            let cells: Vec<String> = line
+                .replace("\\|", "\u{0}")
+                .split('|')
+                .map(|c| c.trim().replace('\u{0}', "|"))
+                .collect();
+            let key = cells[1].strip_prefix('`').and_then(|k| k.strip_suffix('`'));
+            let key = key.unwrap_or_else(|| panic!("first cell is not a `key`: {line}"));
+            rows.push((key.to_owned(), cells[1..cells.len() - 1].to_vec()));
+        }
+        rows
+    }
+
+    /// Every secret variable is set (each to its own 32+ byte value), except the `_PREVIOUS` ones.
+    fn any_secret(name: &str) -> Option<Vec<u8>> {
+        (!name.ends_with("_PREVIOUS")).then(|| format!("{name}-secret-0123456789abcdef0123456789").into_bytes())
+    }
+
+    #[test]
+    fn the_reference_documents_exactly_the_keys_the_parser_accepts() {
+        let documented: Vec<String> = reference_rows().into_iter().map(|(k, _)| k).collect();
+        let mut unique = documented.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), documented.len(), "a key is documented twice: {documented:?}");
+        let undocumented: Vec<&&str> = KNOWN_KEYS.iter().filter(|k| !documented.iter().any(|d| d == **k)).collect();
+        let unknown: Vec<&String> = documented.iter().filter(|d| !KNOWN_KEYS.contains(&d.as_str())).collect();
+        assert!(
+            undocumented.is_empty() && unknown.is_empty(),
+            "docs/configuration.md and config::KNOWN_KEYS differ: accepted but not documented {undocumented:?}; \
+             documented but not accepted {unknown:?}"
+        );
+    }
+
+    #[test]
+    fn every_row_of_the_reference_has_each_column_and_a_working_example() {
+        for (key, cells) in reference_rows() {
+            assert_eq!(cells.len(), 6, "{key}: expected key, type, default, allowed, example, what it does");
+            assert!(!cells[1].is_empty() && !cells[2].is_empty() && !cells[5].is_empty(), "{key}: empty cell");
+            let example = cells[4].strip_prefix('`').and_then(|e| e.strip_suffix('`'));
+            let example = example.unwrap_or_else(|| panic!("{key}: the example is not one `json value`"));
+            let value: serde_json::Value =
+                serde_json::from_str(example).unwrap_or_else(|e| panic!("{key}: example {example} is not JSON: {e}"));
+            let mut config = json!({"login_cluster": "login_api"});
+            config[key.as_str()] = value;
+            if let Err(e) = Config::parse(config.to_string().as_bytes(), any_secret) {
+                panic!("{key}: the documented example {example} is refused: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_complete_example_of_the_reference_parses_and_sets_every_key() {
+        let start = REFERENCE.find("## A complete example").expect("section");
+        let block = &REFERENCE[start..];
+        let json_start = block.find("```json\n").expect("a json block") + "```json\n".len();
+        let json_end = json_start + block[json_start..].find("```").expect("block end");
+        let text = &block[json_start..json_end];
+        let object: Map<String, Value> = serde_json::from_str(text).expect("the example is a JSON object");
+        let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        let mut known = KNOWN_KEYS.to_vec();
+        keys.sort_unstable();
+        known.sort_unstable();
+        assert_eq!(keys, known, "the complete example sets every key");
+        let c = Config::parse(text.as_bytes(), any_secret).unwrap_or_else(|e| panic!("refused: {e}"));
+        assert_eq!(c.secret_envs.access, "MYAPP_ACCESS_SECRET");
+        assert_eq!(c.cookies.names.access, "session");
+    }
+
+    #[test]
+    fn the_parser_reads_every_known_key() {
+        // A value of the wrong type is refused naming the key, never as an unknown key: so the
+        // parser reads every key of the list (and `take` reads no key outside it).
+        for key in KNOWN_KEYS {
+            let mut config = json!({"login_cluster": "login_api"});
+            config[*key] = json!({"not": "this type"});
+            match Config::parse(config.to_string().as_bytes(), env) {
+                Err(ConfigError::WrongType { key: k, .. }) => assert_eq!(k, *key),
+                other => panic!("{key}: expected a wrong-type error, got {:?}", other.err()),
+            }
+        }
+        let mut sorted = KNOWN_KEYS.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), KNOWN_KEYS.len(), "a key is listed twice");
+    }
+
+    fn line(config: serde_json::Value) -> String {
+        match Config::parse(config.to_string().as_bytes(), env) {
+            Ok(_) => panic!("{config} should be refused"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_near_a_known_one_suggests_it() {
+        let cases = [
+            ("login_clustr", Some("login_cluster")),
+            ("cookie_secur", Some("cookie_secure")),
+            ("acess_ttl_s", Some("access_ttl_s")),
+            ("access_ttl", Some("access_ttl_s")),
+            ("refresh_ttl_S", Some("refresh_ttl_s")),
+            ("publicPaths", Some("public_paths")),
+            ("PUBLIC_PATHS", Some("public_paths")),
+            ("login-page", Some("login_page")),
+            ("cookie_smae_site", Some("cookie_same_site")), // a transposition is one edit
+            ("max_body_bytes", None),
+            ("bogus", None),
+            ("timeout", None),
+            ("", None),
+        ];
+        for (written, suggestion) in cases {
+            assert_eq!(closest_known_key(written), suggestion, "{written}");
+            let got = line(json!({"login_cluster": "l", written: 1}));
+            let want = match suggestion {
+                Some(known) => format!("`{written}`: unknown key; did you mean `{known}`?"),
+                None => format!("`{written}`: unknown key"),
+            };
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn a_missing_required_key_names_a_near_miss() {
+        let got = line(json!({"login_clustr": "login_api"}));
+        assert_eq!(got, "`login_cluster`: required; found `login_clustr`, did you mean it?");
+        assert_eq!(line(json!({"loginCluster": "x"})), "`login_cluster`: required; found `loginCluster`, did you mean it?");
+        assert_eq!(line(json!({"cluster": "x"})), "`login_cluster`: required");
+        assert_eq!(line(json!({})), "`login_cluster`: required");
+        // The value is never shown.
+        assert!(!line(json!({"login_clustr": "secret-looking-value"})).contains("secret-looking-value"));
+    }
+
+    #[test]
+    fn error_lines_stay_one_short_line_whatever_the_key() {
+        let long = "k".repeat(10_000);
+        let got = line(json!({"login_cluster": "l", long.as_str(): 1}));
+        assert!(got.len() < 120, "{got}");
+        let got = line(json!({"login_cluster": "l", "a\nb`c\u{7}": 1}));
+        assert!(!got.contains('\n') && !got.contains('\u{7}'), "{got:?}");
+        assert_eq!(got, "`a\\nb\\u{60}c\\u{7}`: unknown key");
+    }
+
+    #[test]
+    fn edit_distance_counts_insertions_deletions_substitutions_and_swaps() {
+        let cases = [("", "", 0), ("abc", "", 3), ("", "abc", 3), ("abc", "abc", 0), ("abc", "abd", 1),
+            ("abc", "acb", 1), ("abcd", "abc", 1), ("kitten", "sitting", 3), ("ca", "abc", 3), ("é", "e", 1)];
+        for (a, b, d) in cases {
+            assert_eq!(edit_distance(a, b), d, "{a} / {b}");
+            assert_eq!(edit_distance(b, a), d, "{b} / {a}");
+        }
+    }
+
+    #[test]
+    fn a_missing_secret_says_where_it_was_looked_for() {
+        let err = Config::parse(br#"{"login_cluster":"l","access_secret_env":"NOT_SET"}"#, env).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "`access_secret_env`: environment variable NOT_SET is not set in the Wasm VM environment (vm_config.environment_variables)"
+        );
+        assert_eq!(
+            err.line(SecretSource::ThisProcess),
+            "`access_secret_env`: environment variable NOT_SET is not set in the environment of etls-config-check \
+             (which stands in for the Wasm VM environment)"
+        );
+    }
+
+    #[test]
+    fn the_secret_variables_used_are_reported() {
+        let with_previous = |name: &str| match name {
+            "ETLS_ACCESS_PREVIOUS" => Some(b"previous-access-secret-0123456789abcdef".to_vec()),
+            other => env(other),
+        };
+        let c = Config::parse(br#"{"login_cluster":"l"}"#, with_previous).unwrap();
+        assert_eq!(
+            c.secret_envs,
+            SecretEnvs {
+                access: "ETLS_ACCESS".into(),
+                refresh: "ETLS_REFRESH".into(),
+                access_previous: Some("ETLS_ACCESS_PREVIOUS".into()),
+                refresh_previous: None,
+            }
+        );
     }
 }

@@ -8,12 +8,14 @@ use std::fmt;
 pub enum ConfigError {
     /// The configuration is not a JSON object.
     NotJsonObject(String),
-    /// A key the filter does not know (a typo would otherwise be silently ignored).
-    UnknownKey(String),
+    /// A key the filter does not know (a typo would otherwise be silently ignored), with the
+    /// known key it is close to, if any.
+    UnknownKey { key: String, did_you_mean: Option<&'static str> },
     /// A key holds a value of the wrong JSON type.
     WrongType { key: &'static str, expected: &'static str },
-    /// A required key is absent.
-    Missing { key: &'static str },
+    /// A required key is absent; `near_miss` is a key of the configuration that is close to it
+    /// (`login_clustr` for `login_cluster`).
+    Missing { key: &'static str, near_miss: Option<String> },
     /// A key holds a value of the right type that is not allowed.
     BadValue { key: &'static str, reason: String },
     /// A secret named by `key` (an environment variable of the Wasm VM) is unusable.
@@ -31,27 +33,83 @@ pub enum SecretProblem {
     SameAsOtherKind,
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// Where the secrets were looked up: said in the error line of a missing secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretSource {
+    /// The Wasm VM's environment (`vm_config.environment_variables`): the filter in Envoy.
+    WasmVm,
+    /// The environment of this process: `etls-config-check`, standing in for the Wasm VM.
+    ThisProcess,
+}
+
+impl SecretSource {
+    pub fn describe(self) -> &'static str {
         match self {
-            ConfigError::NotJsonObject(why) => {
-                write!(f, "configuration: must be one JSON object ({why})")
-            }
-            ConfigError::UnknownKey(key) => write!(f, "`{key}`: unknown key"),
-            ConfigError::WrongType { key, expected } => write!(f, "`{key}`: must be {expected}"),
-            ConfigError::Missing { key } => write!(f, "`{key}`: required"),
-            ConfigError::BadValue { key, reason } => write!(f, "`{key}`: {reason}"),
-            ConfigError::Secret { key, env, problem } => {
-                let what = match problem {
-                    SecretProblem::Missing => "is not set in the Wasm VM environment",
-                    SecretProblem::TooShort => "is shorter than 32 bytes",
-                    SecretProblem::SameAsOtherKind => {
-                        "equals a secret of the other token kind (access and refresh secrets must differ)"
-                    }
-                };
-                write!(f, "`{key}`: environment variable {env} {what}")
+            SecretSource::WasmVm => "the Wasm VM environment (vm_config.environment_variables)",
+            SecretSource::ThisProcess => {
+                "the environment of etls-config-check (which stands in for the Wasm VM environment)"
             }
         }
+    }
+}
+
+impl ConfigError {
+    /// The one line that reports this error; a missing secret says where it was looked for.
+    /// Keys written by the user are shown escaped and shortened, never a value.
+    pub fn line(&self, source: SecretSource) -> String {
+        match self {
+            ConfigError::NotJsonObject(why) => format!("configuration: must be one JSON object ({why})"),
+            ConfigError::UnknownKey { key, did_you_mean: None } => format!("`{}`: unknown key", shown(key)),
+            ConfigError::UnknownKey { key, did_you_mean: Some(known) } => {
+                format!("`{}`: unknown key; did you mean `{known}`?", shown(key))
+            }
+            ConfigError::WrongType { key, expected } => format!("`{key}`: must be {expected}"),
+            ConfigError::Missing { key, near_miss: None } => format!("`{key}`: required"),
+            ConfigError::Missing { key, near_miss: Some(found) } => {
+                format!("`{key}`: required; found `{}`, did you mean it?", shown(found))
+            }
+            ConfigError::BadValue { key, reason } => format!("`{key}`: {reason}"),
+            ConfigError::Secret { key, env, problem } => {
+                let what = match problem {
+                    SecretProblem::Missing => format!("is not set in {}", source.describe()),
+                    SecretProblem::TooShort => "is shorter than 32 bytes".to_owned(),
+                    SecretProblem::SameAsOtherKind => {
+                        "equals a secret of the other token kind (access and refresh secrets must differ)".to_owned()
+                    }
+                };
+                format!("`{key}`: environment variable {env} {what}")
+            }
+        }
+    }
+}
+
+/// Longest user-written key shown in an error line, in characters.
+const SHOWN_KEY_CHARS: usize = 64;
+
+/// A user-written key as it appears in an error line: control characters escaped (the line stays
+/// one line), at most [`SHOWN_KEY_CHARS`] characters.
+fn shown(key: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in key.chars().enumerate() {
+        if i == SHOWN_KEY_CHARS {
+            out.push_str("...");
+            break;
+        }
+        if c == '`' {
+            out.extend(c.escape_unicode());
+        } else if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl fmt::Display for ConfigError {
+    /// The line as the filter logs it (secrets looked up in the Wasm VM environment).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.line(SecretSource::WasmVm))
     }
 }
 

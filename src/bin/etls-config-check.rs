@@ -1,23 +1,48 @@
 //! `etls-config-check <config.json|->`: validates an etls-auth plugin configuration natively, with
 //! exactly the code the filter runs in `on_configure` ([`etls_auth::config::Config::parse`]).
-//!
-//! The secrets are looked up in this process's environment under the same names the filter reads
-//! from the Wasm VM environment (`access_secret_env` / `refresh_secret_env`, default `ETLS_ACCESS`
-//! / `ETLS_REFRESH`, plus their `_PREVIOUS` variants), so run it with the environment the Wasm VM
-//! will get.
-//!
-//! Prints `OK` and exits 0 when the configuration is valid. Otherwise prints one line naming the
-//! key at fault (the same text the filter logs) on stderr and exits 1. Exit 2: usage error.
-//! Never prints a secret value.
+//! `--help` prints what it does; exit status 0 valid, 1 invalid configuration, 2 usage error or
+//! unreadable input. Never prints a secret value.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use etls_auth::config::Config;
+use etls_auth::error::SecretSource;
 
-const USAGE: &str = "usage: etls-config-check <config.json|->   (secrets from the environment: ETLS_ACCESS, ETLS_REFRESH, ...)";
+const USAGE: &str = "usage: etls-config-check [--help] <config.json | ->";
 
-/// The raw bytes of environment variable `name`, as the filter gets them in the Wasm VM.
+const HELP: &str = "\
+Checks an etls-auth plugin configuration (the JSON object Envoy passes to the filter as
+`configuration`, or Istio as `pluginConfig`) with the filter's own parser, outside Envoy.
+
+Arguments:
+  <config.json>   a file holding the JSON object
+  -               read the JSON object from standard input
+  -h, --help      print this help
+
+Secrets: the filter reads its two signing secrets from the Wasm VM environment. This program
+stands in for that VM and reads them from its OWN environment, under the same names:
+`access_secret_env` and `refresh_secret_env` of the configuration (default ETLS_ACCESS and
+ETLS_REFRESH), plus <NAME>_PREVIOUS when set. Run it with the variables the VM will get, e.g.
+  ETLS_ACCESS=... ETLS_REFRESH=... etls-config-check plugin.json
+No secret value is ever printed.
+
+Output: `OK` on standard output, then a line naming the secret variables it used; or, on standard
+error, one line naming the key at fault (the line the filter logs in Envoy).
+
+Exit status:
+  0  the configuration is valid
+  1  the configuration is invalid
+  2  usage error, or the input cannot be read (a missing file, for example)
+
+Reference: docs/configuration.md in the etls-auth repository.
+";
+
+const INVALID: u8 = 1;
+const USAGE_OR_INPUT: u8 = 2;
+
+/// The raw bytes of environment variable `name` of this process, as the filter gets them in the
+/// Wasm VM.
 fn secret_of(name: &str) -> Option<Vec<u8>> {
     let value = std::env::var_os(name)?;
     #[cfg(unix)]
@@ -43,34 +68,46 @@ fn read_input(source: &str) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
+/// Writes to stdout; a closed pipe (`| head`) is not worth a panic.
+fn say(text: &str) {
+    let _ = std::io::stdout().write_all(text.as_bytes());
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let source = match args.as_slice() {
         [flag] if flag == "-h" || flag == "--help" => {
-            println!("{USAGE}");
+            say(&format!("{USAGE}\n\n{HELP}"));
             return ExitCode::SUCCESS;
         }
-        [source] => source.clone(),
+        [source] if source == "-" || !source.starts_with('-') => source.clone(),
         _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
+            eprintln!("{USAGE}   (--help for more)");
+            return ExitCode::from(USAGE_OR_INPUT);
         }
     };
     let json = match read_input(&source) {
         Ok(json) => json,
         Err(why) => {
             eprintln!("etls-config-check: {why}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(USAGE_OR_INPUT);
         }
     };
     match Config::parse(&json, secret_of) {
-        Ok(_) => {
-            println!("OK");
+        Ok(config) => {
+            let envs = &config.secret_envs;
+            let mut used = vec![envs.access.as_str(), envs.refresh.as_str()];
+            used.extend(envs.access_previous.as_deref());
+            used.extend(envs.refresh_previous.as_deref());
+            say(&format!(
+                "OK\nsecrets read from the environment of etls-config-check (standing in for the Wasm VM environment): {}\n",
+                used.join(", ")
+            ));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("invalid configuration: {e}");
-            ExitCode::FAILURE
+            eprintln!("invalid configuration: {}", e.line(SecretSource::ThisProcess));
+            ExitCode::from(INVALID)
         }
     }
 }

@@ -178,6 +178,29 @@ def test_invalid_plugin_config_fails_validation(name):
         assert secret not in r.stdout, "a secret appears in the log"
 
 
+SUGGESTIONS = {
+    "unknown_key_near_a_known_one": (
+        plugin_config(cookie_secur=False),
+        "etls-auth: invalid configuration: `cookie_secur`: unknown key; did you mean `cookie_secure`?"),
+    "camel_case_key": (
+        plugin_config(publicPaths=["/login"]),
+        "etls-auth: invalid configuration: `publicPaths`: unknown key; did you mean `public_paths`?"),
+    "required_key_misspelt": (
+        {"login_clustr": "login_api"},
+        "etls-auth: invalid configuration: `login_cluster`: required; found `login_clustr`, did you mean it?"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SUGGESTIONS))
+def test_refusal_line_in_envoys_log_points_at_the_fix(name):
+    plugin, line = SUGGESTIONS[name]
+    r = _validate_plugin(plugin)
+    assert r.returncode == 1, r.stdout[-1500:]
+    wasm_lines = [l for l in r.stdout.splitlines() if "wasm log" in l]
+    assert len(wasm_lines) == 1 and wasm_lines[0].endswith(line), wasm_lines
+    assert "login_api" not in wasm_lines[0], "the line names keys, never a value"
+
+
 # --- a running Envoy and a refusing filter --------------------------------------------------
 
 def _connect_refused(port: int) -> bool:

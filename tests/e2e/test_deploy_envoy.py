@@ -49,6 +49,11 @@ def _rel(p: Path) -> str:
 
 
 # ---- etls-config-check ---------------------------------------------------------------------------
+def _ok_line(r) -> bytes:
+    """The first line of etls-config-check's output (`OK`; the second names the secret variables)."""
+    return r.stdout.split(b"\n", 1)[0]
+
+
 def test_shipped_envoy_configs_are_found():
     found = [_rel(p) for p in ENVOY_CONFIGS]
     for required in REQUIRED_ENVOY_CONFIGS:
@@ -63,7 +68,7 @@ def test_envoy_plugin_config_passes_filter_validation(path):
         assert plugins, f"{_rel(path)} has no etls-auth wasm filter"
     for plugin in plugins:
         r = run_config_check(plugin_json(plugin), vm_env(plugin, SECRETS))
-        assert (r.returncode, r.stdout, r.stderr) == (0, b"OK\n", b""), _rel(path)
+        assert (r.returncode, _ok_line(r), r.stderr) == (0, b"OK", b""), _rel(path)
 
 
 def test_compose_plugin_config_passes_with_the_demo_fallback_secrets():
@@ -73,7 +78,7 @@ def test_compose_plugin_config_passes_with_the_demo_fallback_secrets():
     env = vm_env(plugin, host_env)
     assert sorted(env) == ["ETLS_ACCESS", "ETLS_REFRESH"]
     r = run_config_check(plugin_json(plugin), env)
-    assert (r.returncode, r.stdout, r.stderr) == (0, b"OK\n", b"")
+    assert (r.returncode, _ok_line(r), r.stderr) == (0, b"OK", b"")
 
 
 @pytest.mark.parametrize("path,doc", ISTIO_PLUGINS, ids=[f"{_rel(p)}:{d['kind']}" for p, d in ISTIO_PLUGINS])
@@ -83,10 +88,10 @@ def test_istio_plugin_config_passes_filter_validation(path, doc):
     config = json.dumps(wasm["pluginConfig"])
     host_env = [e["name"] for e in wasm["vmConfig"]["env"]]
     r = run_config_check(config, {k: SECRETS[k] for k in host_env if k in SECRETS})
-    assert (r.returncode, r.stdout, r.stderr) == (0, b"OK\n", b"")
+    assert (r.returncode, _ok_line(r), r.stderr) == (0, b"OK", b"")
     # With the rotation secrets also present on the gateway (optional Secret keys set).
     r = run_config_check(config, {k: {**SECRETS, **PREVIOUS_SECRETS}[k] for k in host_env})
-    assert (r.returncode, r.stdout, r.stderr) == (0, b"OK\n", b"")
+    assert (r.returncode, _ok_line(r), r.stderr) == (0, b"OK", b"")
 
 
 def _compose_plugin_config() -> dict:
@@ -105,7 +110,7 @@ def _one_error_line(r) -> str:
 def test_config_check_names_the_key_of_an_unknown_or_bad_value():
     cfg = _compose_plugin_config()
     line = _one_error_line(run_config_check(json.dumps({**cfg, "cookie_secur": True}), SECRETS))
-    assert line == "invalid configuration: `cookie_secur`: unknown key"
+    assert line == "invalid configuration: `cookie_secur`: unknown key; did you mean `cookie_secure`?"
     line = _one_error_line(run_config_check(json.dumps({**cfg, "login_timeout_ms": "5000"}), SECRETS))
     assert line.startswith("invalid configuration: `login_timeout_ms`: ")
     line = _one_error_line(run_config_check(json.dumps({**cfg, "cookie_same_site": "None"}), SECRETS))
@@ -128,7 +133,7 @@ def test_config_check_rejects_bad_secrets_without_printing_them():
     # Renamed secret variables are looked up under their configured names.
     renamed = json.dumps({**json.loads(cfg), "access_secret_env": "MY_ACCESS"})
     r = run_config_check(renamed, {"MY_ACCESS": SECRETS["ETLS_ACCESS"], "ETLS_REFRESH": SECRETS["ETLS_REFRESH"]})
-    assert (r.returncode, r.stdout) == (0, b"OK\n")
+    assert (r.returncode, _ok_line(r)) == (0, b"OK")
 
 
 def test_config_check_reads_a_file_and_reports_usage(tmp_path):
@@ -136,9 +141,9 @@ def test_config_check_reads_a_file_and_reports_usage(tmp_path):
     f.write_text(json.dumps(_compose_plugin_config()))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **SECRETS}
     r = subprocess.run([config_check_bin(), str(f)], capture_output=True, env=env, timeout=60)
-    assert (r.returncode, r.stdout, r.stderr) == (0, b"OK\n", b"")
+    assert (r.returncode, _ok_line(r), r.stderr) == (0, b"OK", b"")
     r = subprocess.run([config_check_bin(), str(tmp_path / "absent.json")], capture_output=True, env=env, timeout=60)
-    assert r.returncode == 1 and b"absent.json" in r.stderr
+    assert r.returncode == 2 and b"absent.json" in r.stderr  # unreadable input is exit 2, like a usage error
     r = subprocess.run([config_check_bin()], capture_output=True, env=env, timeout=60)
     assert r.returncode == 2 and r.stderr.startswith(b"usage: etls-config-check")
 
@@ -162,6 +167,9 @@ def test_envoy_config_validates(path, monkeypatch):
     assert r.returncode == 0, r.stdout[-4000:]
     assert "configuration '" in r.stdout and "' OK" in r.stdout, r.stdout[-2000:]
 
+
+CHECKER_ENV = "the environment of etls-config-check (which stands in for the Wasm VM environment)"
+VM_ENV = "the Wasm VM environment (vm_config.environment_variables)"
 
 CROSS_CHECK_CASES = {
     "unknown-key": ({"cookie_secur": True}, {}),
@@ -189,6 +197,8 @@ def test_config_check_and_envoy_refuse_alike(case, monkeypatch):
     plugin_cfg = {**json.loads(plugin_json(plugin)), **extra}
     plugin["configuration"]["value"] = json.dumps(plugin_cfg)
     line = _one_error_line(run_config_check(json.dumps(plugin_cfg), env))
+    # A missing secret says where it was looked for: the checker's own environment, the VM's.
+    line = line.replace(CHECKER_ENV, VM_ENV)
     r = run_validate(config, cwd=REPO)
     assert r.returncode == 1, r.stdout[-3000:]
     assert "Unable to create Wasm plugin etls_auth" in r.stdout
