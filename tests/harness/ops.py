@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -69,3 +70,31 @@ def wait_until(pred, timeout: float, interval: float = 0.05):
         time.sleep(interval)
         got = pred()
     return got
+
+
+# --- which worker served what: Envoy's per-worker listener counters ----------------------------
+# Envoy counts the connections each worker accepted on a listener
+# (`listener.<address>.worker_<n>.downstream_cx_total`). Each test request goes on its own
+# connection, which the kernel hands to one of the workers; sent one at a time, the counter that
+# moved tells which worker served it.
+_WORKER_CX = re.compile(r"^listener\.127\.0\.0\.1_(\d+)\.worker_(\d+)\.downstream_cx_total: (\d+)$", re.M)
+
+
+def worker_connections(e: Envoy, port: int) -> dict[int, int]:
+    """Worker number -> connections it accepted on the listener at 127.0.0.1:`port`."""
+    _, body = e.admin_get(f"/stats?filter=^listener\\.127\\.0\\.0\\.1_{port}\\.worker_")
+    return {int(w): int(n) for p, w, n in _WORKER_CX.findall(body) if int(p) == port}
+
+
+def served_by(e: Envoy, port: int, send):
+    """Sends one request (`send()`, on a fresh connection, nothing else in flight) and returns
+    (worker number, response)."""
+    before = worker_connections(e, port)
+    r = send()
+    after = wait_until(lambda: (lambda a: a if sum(a.values()) > sum(before.values()) else None)(worker_connections(e, port)), 5)
+    if not after:
+        raise AssertionError(f"no worker of {e.name} counted the connection")
+    moved = [w for w, n in after.items() if n > before.get(w, 0)]
+    if len(moved) != 1:
+        raise AssertionError(f"several workers accepted connections meanwhile: {before} -> {after}")
+    return moved[0], r

@@ -1,0 +1,151 @@
+"""Several workers (`--concurrency 4`): each worker runs its own Wasm VM, with its own token cache,
+and the sessions are stateless, so any worker verifies what any other minted. Which worker served a
+request is read from Envoy's per-worker listener counters
+(`listener.<address>.worker_<n>.downstream_cx_total`): each request goes on its own connection,
+which the kernel hands to one of the workers.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from harness import checks, tokens
+from harness.envoy import PREVIOUS_SECRETS, SECRETS, LdsListener, plugin_config
+from harness import client
+from harness.ops import served_by, wait_until, worker_connections
+
+WORKERS = 4
+MAX_TRIES = 80  # fresh connections to reach every worker (each try hits one of 4 at random)
+
+
+@pytest.fixture(scope="module")
+def gw4(make_gateway):
+    return make_gateway("workers", mode="inline", concurrency=WORKERS)
+
+
+def _until_every_worker(e, port, send, check):
+    """Sends requests one at a time (`send(i)` returns the response, `check(r)` asserts it) until
+    each of the 4 workers has served one; returns {worker: [responses]}."""
+    served: dict[int, list] = {}
+    for i in range(MAX_TRIES):
+        worker, r = served_by(e, port, lambda: send(i))
+        check(r)
+        served.setdefault(worker, []).append(r)
+        if len(served) == WORKERS:
+            return served
+    raise AssertionError(f"{MAX_TRIES} connections reached only workers {sorted(served)}")
+
+
+def _valid(user):
+    def check(r):
+        assert r.status == 200 and checks.echo_header_all(checks.echo(r), "x-etls-user-id") == [user], r
+    return check
+
+
+def _refused(upstreams):
+    def check(r):
+        assert r.status == 401 and r.json() == {"error": "Unauthorized"}, r
+    return check
+
+
+def test_a_session_minted_on_one_worker_verifies_and_rotates_on_every_other(gw4, login_api):
+    e, port = gw4.envoy, gw4.port
+    minted_on, r = served_by(e, port, lambda: gw4.post(gw4.login_path, body={"email": "w@example.test", "password": "pw"}))
+    assert r.status == 200 and r.json()["message"] == "Login successful", r
+    access = r.cookie(gw4.access_cookie).value
+    refresh = r.cookie(gw4.refresh_cookie).value
+
+    # The access token verifies on all four workers: the one that minted it and the three others.
+    served = _until_every_worker(e, port, lambda i: gw4.get(f"/w/{i}", cookies=gw4.session(access)), _valid("7"))
+    assert set(served) == set(range(WORKERS)) and minted_on in served
+
+    # The refresh token alone (a browser whose access cookie expired) rotates on every worker.
+    def rotated(r):
+        checks.rotated(r, gw4, user_id=7, role="admin")
+        checks.identity(checks.echo(r), gw4, "7", "admin")
+    _until_every_worker(e, port, lambda i: gw4.get(f"/w/rot/{i}", cookies=gw4.session(None, refresh)), rotated)
+
+
+@pytest.mark.parametrize("mode", ["inline", "cluster"])
+def test_64_concurrent_rotations_spread_over_the_workers_all_succeed(make_gateway, mode):
+    gw = make_gateway("workers", mode=mode, concurrency=WORKERS)
+    e = gw.envoy
+    n = 64
+    expired = tokens.expired_access(4343, "editor")
+    refresh = tokens.refresh(4343, "editor")
+    before = worker_connections(e, gw.port)
+    rotations_before = e.stat(f"wasmcustom.etls_auth.rotated_{'inline' if mode == 'inline' else 'by_cluster'}") or 0
+    start = threading.Barrier(n, timeout=30)
+
+    def one(i: int):
+        start.wait()
+        return gw.get(f"/burst4/{i}", cookies=gw.session(expired, refresh), timeout=30)
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        results = list(pool.map(one, range(n)))
+    statuses = [r.status for r in results]
+    assert statuses == [200] * n, f"{statuses.count(200)} of {n} ok: {sorted(set(statuses))}"
+    for i, r in enumerate(results):
+        ech = checks.echo(r)
+        assert ech["path"] == f"/burst4/{i}"
+        a, rf = checks.rotated(r, gw, user_id=4343, role="editor")
+        checks.app_cookie_carries(ech, gw, a, rf)
+        checks.identity(ech, gw, "4343", "editor")
+    after = worker_connections(e, gw.port)
+    spread = {w: after[w] - before.get(w, 0) for w in after}
+    assert len([w for w, d in spread.items() if d > 0]) == WORKERS, f"connections per worker: {spread}"
+    rotations = (e.stat(f"wasmcustom.etls_auth.rotated_{'inline' if mode == 'inline' else 'by_cluster'}") or 0) - rotations_before
+    assert rotations == n
+
+
+def test_every_workers_cache_forgets_a_removed_key_after_a_push(upstreams):
+    """A token verified (and cached in every worker's VM) under ETLS_ACCESS_PREVIOUS is refused by
+    every worker once a push removes that key; a push that changes only the plugin configuration
+    (which secret it reads) likewise empties every worker's cache. Pushed by LDS from a watched file."""
+    env = {**SECRETS, **PREVIOUS_SECRETS, "ETLS_ACCESS_NEXT": "next-access-secret-abcdefghijklmnopqrstuvwxyz012345"}
+    lds = LdsListener("workers-push", env=env, clusters={"app": upstreams.app.port, "login_api": upstreams.login.port})
+    lds.envoy.concurrency = WORKERS
+    lds.push(plugin_config())
+    lds.envoy.start()
+    e, port = lds.envoy, lds.listener_port
+    old = tokens.access(91, "old", secret=PREVIOUS_SECRETS["ETLS_ACCESS_PREVIOUS"])
+    current = tokens.access(92, "cur")
+    nxt = tokens.access(93, "next", secret=env["ETLS_ACCESS_NEXT"])
+
+    def get(tok, tag):
+        return lambda i: client.request(port, "GET", f"/c/{tag}/{i}", cookies={"accessTokenEtls": tok},
+                                        headers={"x-etls-probe": f"cache-{tag}-{i}"})
+
+    def settled(n):
+        assert lds.wait_counts(n, 0) == (n, 0)
+        assert wait_until(lambda: e.stat("listener_manager.total_listeners_warming") == 0
+                          and e.stat("listener_manager.total_listeners_active") == 1, 20)
+
+    try:
+        settled(1)
+        assert wait_until(lambda: worker_connections(e, port), 20)
+        # Verified under the previous key on every worker; the repeats come from each worker's cache.
+        _until_every_worker(e, port, get(old, "old1"), _valid("91"))
+        _until_every_worker(e, port, get(old, "old2"), _valid("91"))
+
+        # Push 2: the previous key is gone (the VM environment changes).
+        lds.env = {k: v for k, v in env.items() if k != "ETLS_ACCESS_PREVIOUS"}
+        lds.push(plugin_config())
+        settled(2)
+        upstreams.app.clear()
+        _until_every_worker(e, port, get(old, "old3"), _refused(upstreams))
+        assert upstreams.app.find(lambda s: (s.header("x-etls-probe") or "").startswith("cache-old3")) == []
+        # No session lost: the current key verifies everywhere, twice (the second from the cache).
+        _until_every_worker(e, port, get(current, "cur1"), _valid("92"))
+        _until_every_worker(e, port, get(current, "cur2"), _valid("92"))
+
+        # Push 3: same VM environment, the plugin now reads ETLS_ACCESS_NEXT (a configuration-only change).
+        lds.push(plugin_config(access_secret_env="ETLS_ACCESS_NEXT"))
+        settled(3)
+        _until_every_worker(e, port, get(current, "cur3"), _refused(upstreams))
+        assert upstreams.app.find(lambda s: (s.header("x-etls-probe") or "").startswith("cache-cur3")) == []
+        _until_every_worker(e, port, get(nxt, "next"), _valid("93"))
+    finally:
+        e.stop()
