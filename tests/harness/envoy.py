@@ -235,6 +235,8 @@ class Envoy:
         self.config_path = self.dir / "config.json"
         self.log_path = self.dir / "envoy.log"
         self.proc: subprocess.Popen | None = None
+        # More command-line options, e.g. ["--file-flush-interval-msec", "100"] for access logs.
+        self.extra_args: list[str] = []
 
     # --- lifecycle -------------------------------------------------------------------------
     def start(self, timeout: float = 60.0, wait: bool = True) -> "Envoy":
@@ -250,6 +252,7 @@ class Envoy:
                     "-l", "info",
                     "--component-log-level", "wasm:debug",
                     "--drain-time-s", "1",
+                    *self.extra_args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
