@@ -106,6 +106,13 @@ def jwt_claims(token):
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
+def default_sigint():
+    """Runs in the child before exec: SIGINT back to its default. A process started with SIGINT
+    ignored (pytest under nohup, or as a background job of a non-interactive shell) passes that on,
+    and bash cannot trap a signal that was ignored when it started: demo.sh would never see Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Demo:
     def __init__(self, name="demo-run"):
         self.listen, self.admin, self.app, self.login_api = free_ports(4)
@@ -135,7 +142,7 @@ class Demo:
         out = open(self.stdout_path, "wb")
         self.proc = subprocess.Popen([str(REPO / "scripts" / "demo.sh")], cwd=REPO, env=env,
                                      stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=default_sigint)
         out.close()
         deadline = time.monotonic() + DEMO_START_TIMEOUT_S
         while time.monotonic() < deadline:
