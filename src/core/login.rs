@@ -257,6 +257,15 @@ mod tests {
     }
 
     #[test]
+    fn empty_role_logs_in_like_any_role() {
+        let body = r#"{"accessToken":"a","refreshToken":"r","userData":{"id":"u-1","role":""}}"#;
+        let (s, _, h) = respond(on_reply(&config(), Ok(reply(200, body)), NOW));
+        assert_eq!(s, 200);
+        let access = h.iter().find_map(|(n, v)| (n == "set-cookie").then(|| crate::core::cookies::value_in_set_cookie(v, "accessTokenEtls")).flatten()).unwrap();
+        assert_eq!(payload(access), json!({"userId": "u-1", "role": "", "iat": NOW, "exp": NOW + 900}));
+    }
+
+    #[test]
     fn every_failure_maps_to_its_status_without_cookies() {
         let cfg = config();
         let mut limited = reply(429, "{}");

@@ -315,6 +315,23 @@ mod tests {
     }
 
     #[test]
+    fn empty_role_sets_an_empty_role_header_and_survives_rotation() {
+        let cfg = config();
+        let valid = token(ACCESS_SECRET, json!({"userId": 5, "role": ""}), None, Some(NOW + 100));
+        let Decision::Forward(f) = decide(&cfg, &req("GET", "/x", Some(&format!("accessTokenEtls={valid}"))), NOW) else { panic!() };
+        assert_eq!(f.outcome, Outcome::SessionValid);
+        assert!(f.header_edits.contains(&("x-etls-role".to_owned(), Some("".to_owned()))), "{:?}", f.header_edits);
+        let old_refresh = token(REFRESH_SECRET, json!({"userId": 5, "role": ""}), None, Some(NOW + 100));
+        let Decision::Forward(f) = decide(&cfg, &req("GET", "/x", Some(&format!("refreshTokenEtls={old_refresh}"))), NOW) else { panic!() };
+        assert_eq!(f.outcome, Outcome::RotatedInline);
+        assert!(f.header_edits.contains(&("x-etls-role".to_owned(), Some("".to_owned()))));
+        for sc in &f.set_cookies {
+            let value = sc.split_once('=').unwrap().1.split(';').next().unwrap();
+            assert_eq!(payload(value)["role"], json!(""), "{sc}");
+        }
+    }
+
+    #[test]
     fn deny_redirects_page_loads_and_answers_401_otherwise() {
         let cfg = config();
         let mut page = req("GET", "/dash?tab=2", None);

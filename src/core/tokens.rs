@@ -41,8 +41,9 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Builds an identity if both claims can travel as header values: `userId` a string or a
-    /// number, `role` absent, null, a string, a number or a boolean; no control characters.
+    /// Builds an identity if both claims can travel as header values: `userId` a non-empty string
+    /// or a number, `role` absent, null, a string (the empty string included: SPEC.md, Tokens), a
+    /// number or a boolean; no control characters.
     pub fn new(user_id: Value, role: Option<Value>) -> Option<Identity> {
         let role = role.filter(|r| !r.is_null());
         let identity = Identity { user_id, role };
@@ -64,14 +65,16 @@ impl Identity {
     }
 }
 
-fn header_value(value: &Value, allow_bool: bool) -> Option<String> {
+/// The header text of a claim. A role may be a boolean or empty (then the role header is set
+/// with an empty value); a `userId` may not.
+fn header_value(value: &Value, is_role: bool) -> Option<String> {
     let text = match value {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
-        Value::Bool(b) if allow_bool => b.to_string(),
+        Value::Bool(b) if is_role => b.to_string(),
         _ => return None,
     };
-    let is_safe = !text.is_empty() && !text.chars().any(char::is_control);
+    let is_safe = (is_role || !text.is_empty()) && !text.chars().any(char::is_control);
     is_safe.then_some(text)
 }
 
@@ -244,6 +247,21 @@ mod tests {
         let back = verify_access(&cfg, &pair.access).unwrap();
         assert_eq!(back.user_id_header().as_deref(), Some("u-7"));
         assert_eq!(back.role_header(), None);
+    }
+
+    #[test]
+    fn empty_role_is_a_role_minted_and_verified() {
+        let cfg = config();
+        let identity = Identity::new(json!(9), Some(json!(""))).unwrap();
+        assert_eq!(identity.role_header().as_deref(), Some(""));
+        let pair = mint_pair(&cfg, &identity, NOW).unwrap();
+        assert_eq!(payload(&pair.access), json!({"userId": 9, "role": "", "iat": NOW, "exp": NOW + 900}));
+        assert_eq!(verify(&cfg, TokenKind::Refresh, &pair.refresh, NOW).unwrap(), identity);
+        // jose-style: no iat.
+        let jose = token(ACCESS_SECRET, json!({"userId": "u", "role": ""}), None, Some(NOW + 100));
+        assert_eq!(verify_access(&cfg, &jose).unwrap().role_header().as_deref(), Some(""));
+        // An empty userId is still no identity.
+        assert_eq!(Identity::new(json!(""), Some(json!(""))), None);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 127.0.0.1 and a free port.
 
 - EchoApp: the protected app. Answers 200 with JSON of what it received (method, raw path,
-  every header in order, every Cookie header, body) and records each request so tests can
+  every header in order, every Cookie header, body, and the request head exactly as the bytes
+  came on the wire, `raw_head_b64`) and records each request so tests can
   assert that a request never reached the app. `x-echo-status` / `x-echo-set-cookie` request
   headers make it answer another status or add its own Set-Cookie.
 - StubServer: answers from a queue of `Reply`s set per test (status, headers, body, delay, or
@@ -22,11 +23,22 @@ from typing import Any, Callable
 
 @dataclass
 class Seen:
-    """One request as an upstream received it."""
+    """One request as an upstream received it. `raw_head` is the request line and header lines
+    byte for byte as they came on the wire (header values in `headers` are latin-1 decoded)."""
     method: str
     path: str
     headers: list[tuple[str, str]]
     body: bytes
+    raw_head: bytes = b""
+
+    def raw_header_values(self, name: str) -> list[bytes]:
+        """Every value of header `name` in the raw head, exactly the bytes after `name:` up to CRLF."""
+        out = []
+        for line in self.raw_head.split(b"\r\n")[1:]:
+            k, sep, v = line.partition(b":")
+            if sep and k.decode("latin-1").lower() == name.lower():
+                out.append(v)
+        return out
 
     def header(self, name: str) -> str | None:
         for k, v in self.headers:
@@ -39,6 +51,28 @@ class Seen:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+
+class _RecordingReader:
+    """Wraps a handler's rfile and keeps the bytes of every `readline` (the request line and the
+    header lines) until `take` hands them over."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._lines: list[bytes] = []
+
+    def readline(self, *args: Any) -> bytes:
+        line = self._inner.readline(*args)
+        self._lines.append(line)
+        return line
+
+    def take(self) -> bytes:
+        out = b"".join(self._lines)
+        self._lines = []
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 class _Server(ThreadingHTTPServer):
@@ -59,12 +93,18 @@ class _Base:
             def log_message(self, fmt: str, *args: Any) -> None:  # keep pytest output clean
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                self.rfile = _RecordingReader(self.rfile)
+
             def _handle(self) -> None:
+                raw_head = self.rfile.take()
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 if not length and (self.headers.get("Transfer-Encoding") or "").lower() == "chunked":
                     body = _read_chunked(self.rfile)
-                seen = Seen(self.command, self.path, list(self.headers.items()), body)
+                self.rfile.take()
+                seen = Seen(self.command, self.path, list(self.headers.items()), body, raw_head)
                 with owner._lock:
                     owner.seen.append(seen)
                 owner._respond(self, seen)
@@ -146,6 +186,7 @@ class EchoApp(_Base):
             "cookies": seen.header_all("Cookie"),
             "body": text,
             "body_b64": base64.b64encode(seen.body).decode(),
+            "raw_head_b64": base64.b64encode(seen.raw_head).decode(),
         }
         body = json.dumps(payload).encode()
         status = int(seen.header("x-echo-status") or 200)
