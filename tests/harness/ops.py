@@ -5,16 +5,24 @@ runtime from a watched file.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import re
 import subprocess
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import paths
-from .envoy import Envoy, bootstrap, free_port
+from . import client, paths, tokens
+from .envoy import WASM_TYPE, Envoy, bootstrap, free_port, listener, static_cluster, wasm_filter
+
+from .upstreams import StubServer as _StubBase
+from .upstreams import _send
+
+_counter = itertools.count(1)
 
 TRAP_WASM = paths.REPO / "target" / "trap" / "wasm32-wasip1" / "release" / "etls_auth.wasm"
 TRAP_HEADER = "x-etls-test-trap"
@@ -98,3 +106,247 @@ def served_by(e: Envoy, port: int, send):
     if len(moved) != 1:
         raise AssertionError(f"several workers accepted connections meanwhile: {before} -> {after}")
     return moved[0], r
+
+
+# --- ECDS: the filter configuration pushed from a watched file -------------------------------
+TYPED_EXTENSION_CONFIG_TYPE = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+ECDS_STAT = "extension_config_discovery.http_filter.etls_auth."
+
+
+def ecds_resource(plugin: Mapping[str, Any] | str, env: Mapping[str, str], wasm: str | os.PathLike | None = None) -> dict:
+    """The TypedExtensionConfig a control plane sends for the filter: the Wasm filter as the
+    static configs have it (FAIL_RELOAD, allow_on_headers_stop_iteration on), secrets as VM
+    environment key_values."""
+    typed = copy.deepcopy(wasm_filter(plugin, env, wasm)["typed_config"])
+    typed["config"].setdefault("allow_on_headers_stop_iteration", True)
+    return {"@type": TYPED_EXTENSION_CONFIG_TYPE, "name": "etls_auth", "typed_config": typed}
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Writes a sibling temp file and renames it over `path`: the watcher sees one complete file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class EcdsGateway:
+    """An Envoy whose listener is static and whose etls-auth HTTP filter comes by ECDS from a
+    watched file (`config_discovery` with a `path_config_source`), as a control plane delivers it.
+    `push(plugin, env)` writes a new DiscoveryResponse atomically; `ecds_counts()` reads Envoy's
+    extension_config_discovery counters for the filter."""
+
+    def __init__(self, name: str, *, clusters: Mapping[str, int | None], concurrency: int = 1,
+                 wasm: str | os.PathLike | None = None):
+        self.name = name
+        self.wasm = wasm
+        self.listener_port = free_port()
+        self.admin_port = free_port()
+        self.version = 0
+        self.dir = paths.out_dir("envoy", f"{name}-ecds-{os.getpid()}-{next(_counter)}")
+        self.file = self.dir / "etls_auth.json"
+        ecds_filter = {
+            "name": "etls_auth",
+            "config_discovery": {
+                "config_source": {
+                    "resource_api_version": "V3",
+                    "path_config_source": {"path": str(self.file), "watched_directory": {"path": str(self.dir)}},
+                },
+                "type_urls": [WASM_TYPE],
+            },
+        }
+        resolved = {n: (self.listener_port if p is None else p) for n, p in clusters.items()}
+        cfg = {
+            "node": {"id": name, "cluster": "etls-tests"},
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}}},
+            "static_resources": {
+                "listeners": [listener(self.listener_port, [ecds_filter])],
+                "clusters": [static_cluster(n, p) for n, p in resolved.items()],
+            },
+        }
+        self.envoy = Envoy(name, cfg, self.listener_port, self.admin_port, concurrency=concurrency)
+
+    def push(self, plugin: Mapping[str, Any] | str, env: Mapping[str, str]) -> str:
+        """Writes version `n+1` of the filter configuration; returns the version string."""
+        self.version += 1
+        v = str(self.version)
+        doc = {"version_info": v, "resources": [ecds_resource(plugin, env, self.wasm)]}
+        write_atomically(self.file, json.dumps(doc))
+        return v
+
+    def start(self, plugin: Mapping[str, Any] | str, env: Mapping[str, str]) -> "EcdsGateway":
+        self.push(plugin, env)
+        self.envoy.start()
+        return self
+
+    def stop(self) -> None:
+        self.envoy.stop()
+
+    def ecds_counts(self) -> dict[str, int]:
+        """update_success, update_rejected, config_reload, config_fail of the filter's ECDS."""
+        return {k: self.envoy.stat(ECDS_STAT + k) or 0 for k in ("update_success", "update_rejected", "config_reload", "config_fail")}
+
+    def ecds_version(self) -> str | None:
+        """The version_info of the configuration in use (the text readout version_text)."""
+        _, body = self.envoy.admin_get(f"/stats?filter=^{ECDS_STAT}version_text$")
+        for line in body.splitlines():
+            k, _, v = line.partition(": ")
+            if k == ECDS_STAT + "version_text":
+                return v.strip().strip('"')
+        return None
+
+    def wait_taken(self, version: str, timeout: float = 30.0) -> None:
+        """Polls (bounded) until Envoy serves `version`; fails if it rejected it meanwhile."""
+        before = self.ecds_counts()["update_rejected"]
+        if not wait_until(lambda: self.ecds_version() == version or self.ecds_counts()["update_rejected"] > before, timeout):
+            raise AssertionError(f"{self.name}: version {version} not taken within {timeout}s (serving {self.ecds_version()})")
+        if self.ecds_version() != version:
+            raise AssertionError(f"{self.name}: version {version} rejected:\n{self.envoy.log_tail(20)}")
+
+    def wait_rejected(self, rejected: int, timeout: float = 30.0) -> None:
+        if not wait_until(lambda: self.ecds_counts()["update_rejected"] >= rejected, timeout):
+            raise AssertionError(f"{self.name}: no rejection counted within {timeout}s: {self.ecds_counts()}")
+
+
+# --- a login API with one user per email, and a population of simulated browsers -------------
+class UsersLoginApi(_StubBase):
+    """The login API for load: `u<N>@...` logs in as user N (userData.id = N); counts the calls."""
+
+    def __init__(self) -> None:
+        super().__init__("users_login_api")
+
+    def _respond(self, h, seen) -> None:
+        try:
+            email = json.loads(seen.body)["email"]
+            uid = int(email.split("@")[0].lstrip("u"))
+        except (ValueError, KeyError, TypeError):
+            _send(h, 400, [("Content-Type", "application/json")], b'{"error":"bad"}')
+            return
+        body = json.dumps({"accessToken": f"up-a-{uid}", "refreshToken": f"up-r-{uid}",
+                           "userData": {"id": uid, "role": "user"}}).encode()
+        _send(h, 200, [("Content-Type", "application/json")], body)
+
+
+@dataclass
+class LoadReport:
+    requests: int = 0
+    served: int = 0
+    denials: int = 0
+    server_errors: int = 0
+    other: int = 0
+    rotations: int = 0
+    logins: int = 0
+    wrong_user: int = 0
+    # (monotonic time, which secret signed the access token): every access token the filter minted.
+    minted: list = field(default_factory=list)
+    problems: list = field(default_factory=list)
+
+    def summary(self, label: str) -> str:
+        return (f"{label}: requests={self.requests} served={self.served} denials={self.denials} "
+                f"5xx={self.server_errors} other={self.other} rotations={self.rotations} "
+                f"login_api_calls={self.logins} wrong_user={self.wrong_user}")
+
+
+class Browsers:
+    """`n` simulated browsers, each a thread with its own cookie jar, logging in once and then
+    loading protected pages, alternating between the replicas' `ports` (request k of a browser
+    goes to ports[k % len(ports)]), with pauses from `think` (cycled) between requests. A denied
+    browser logs in again (so login API calls beyond `n` are logouts). Bounded: each browser stops
+    after `max_requests` or when `stop()` is called. `secrets` maps a label to an access secret,
+    to tell which key signed each token minted."""
+
+    def __init__(self, ports: list[int], n: int, *, secrets: Mapping[str, str], think: tuple[float, ...] = (0.1,),
+                 max_requests: int = 2000, login_path: str = "/api/auth/login",
+                 access_cookie: str = "accessTokenEtls", refresh_cookie: str = "refreshTokenEtls"):
+        self.ports = list(ports)
+        self.n = n
+        self.secrets = dict(secrets)
+        self.think = think
+        self.max_requests = max_requests
+        self.login_path = login_path
+        self.names = (access_cookie, refresh_cookie)
+        self.report = LoadReport()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,), name=f"browser-{i}", daemon=True) for i in range(n)]
+
+    def start(self) -> "Browsers":
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> LoadReport:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        assert not any(t.is_alive() for t in self._threads), "a browser thread did not stop"
+        return self.report
+
+    def _note(self, **counts: int) -> None:
+        with self._lock:
+            for k, v in counts.items():
+                setattr(self.report, k, getattr(self.report, k) + v)
+
+    def _key_of(self, token: str) -> str:
+        for label, secret in self.secrets.items():
+            if tokens.verifies(token, secret):
+                return label
+        return "unknown"
+
+    def _take_cookies(self, jar: dict[str, str], r: client.Response) -> bool:
+        """Applies the Set-Cookie of `r` to `jar`; True if a new access token came."""
+        minted = False
+        for c in r.set_cookies:
+            if c.max_age == 0 or c.value == "":
+                jar.pop(c.name, None)
+            else:
+                jar[c.name] = c.value
+                if c.name == self.names[0]:
+                    minted = True
+                    with self._lock:
+                        self.report.minted.append((time.monotonic(), self._key_of(c.value)))
+        return minted
+
+    def _login(self, i: int, jar: dict[str, str], port: int) -> None:
+        r = client.request(port, "POST", self.login_path, body={"email": f"u{i + 1}@example.test", "password": "pw"})
+        self._note(logins=1)
+        if r.status != 200:
+            with self._lock:
+                self.report.problems.append(f"browser {i}: login {r.status} {r.body[:100]!r}")
+            return
+        self._take_cookies(jar, r)
+
+    def _run(self, i: int) -> None:
+        jar: dict[str, str] = {}
+        self._login(i, jar, self.ports[i % len(self.ports)])
+        for k in range(self.max_requests):
+            if self._stop.is_set():
+                return
+            port = self.ports[(i + k) % len(self.ports)]
+            try:
+                r = client.request(port, "GET", f"/page/{i}/{k}", cookies=dict(jar) or None, timeout=10)
+            except OSError as err:
+                self._note(requests=1, other=1)
+                with self._lock:
+                    self.report.problems.append(f"browser {i} request {k}: {err!r}")
+                continue
+            self._note(requests=1)
+            if r.status == 200:
+                rotated = self._take_cookies(jar, r)
+                try:
+                    uid = [v for n, v in r.json()["headers"] if n.lower() == "x-etls-user-id"]
+                except (ValueError, KeyError):
+                    uid = None
+                self._note(served=1, rotations=int(rotated), wrong_user=int(uid != [str(i + 1)]))
+            elif r.status in (401, 302):
+                self._note(denials=1)
+                with self._lock:
+                    self.report.problems.append(f"browser {i} request {k} on :{port}: denied {r.status}")
+                self._take_cookies(jar, r)
+                self._login(i, jar, port)
+            elif r.status >= 500:
+                self._note(server_errors=1)
+                with self._lock:
+                    self.report.problems.append(f"browser {i} request {k} on :{port}: {r.status} {r.body[:100]!r}")
+            else:
+                self._note(other=1)
+            self._stop.wait(self.think[k % len(self.think)])
