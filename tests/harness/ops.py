@@ -349,4 +349,5 @@ class Browsers:
                     self.report.problems.append(f"browser {i} request {k} on :{port}: {r.status} {r.body[:100]!r}")
             else:
                 self._note(other=1)
-            self._stop.wait(self.think[k % len(self.think)])
+            # Each browser starts at another point of the cycle, so their rotations spread out.
+            self._stop.wait(self.think[(k + 3 * i) % len(self.think)])
