@@ -32,6 +32,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "login_authority",
     "login_upstream_path",
     "login_timeout_ms",
+    "login_refresh_path",
     "refresh_cluster",
     "refresh_authority",
     "refresh_timeout_ms",
@@ -89,6 +90,9 @@ pub struct IdentityHeaders {
 pub struct Config {
     /// The external login API.
     pub login: Upstream,
+    /// `login_refresh_path`: the login API's refresh call (same cluster, authority and timeout
+    /// as `login`). `None`: the login API is asked only at login.
+    pub login_refresh_path: Option<String>,
     /// The internal refresh cluster; `None` rotates inline. Its `path` is `routes.refresh`.
     pub refresh: Option<Upstream>,
     pub routes: Routes,
@@ -143,6 +147,10 @@ impl Config {
         };
         let login_upstream_path = path("login_upstream_path", raw.string("login_upstream_path")?, "/login")?;
         let login_timeout = timeout("login_timeout_ms", raw.number("login_timeout_ms")?, 5000)?;
+        let login_refresh_path = match raw.string("login_refresh_path")? {
+            Some(p) => Some(path("login_refresh_path", Some(p), "/")?),
+            None => None,
+        };
 
         let refresh_cluster = raw.string("refresh_cluster")?.map(|c| non_empty("refresh_cluster", c)).transpose()?;
         let refresh_authority = raw.string("refresh_authority")?.map(|a| authority("refresh_authority", a)).transpose()?;
@@ -231,6 +239,7 @@ impl Config {
                 path: login_upstream_path,
                 timeout: login_timeout,
             },
+            login_refresh_path,
             refresh,
             routes,
             login_page,
@@ -533,6 +542,7 @@ mod tests {
         assert_eq!(c.login.path, "/login");
         assert_eq!(c.login.timeout, Duration::from_millis(5000));
         assert!(c.refresh.is_none());
+        assert_eq!(c.login_refresh_path, None);
         assert_eq!(c.routes.login, "/api/auth/login");
         assert_eq!(c.routes.refresh, "/api/auth/refreshtoken");
         assert_eq!(c.routes.logout, "/api/auth/logout");
@@ -564,7 +574,7 @@ mod tests {
     fn every_key_is_accepted_with_a_good_value() {
         let c = parse(json!({
             "login_cluster": "l", "login_authority": "login.example.com:443", "login_upstream_path": "/v1/login",
-            "login_timeout_ms": 1500, "refresh_cluster": "r", "refresh_authority": "self", "refresh_timeout_ms": 300,
+            "login_timeout_ms": 1500, "login_refresh_path": "/v1/refresh", "refresh_cluster": "r", "refresh_authority": "self", "refresh_timeout_ms": 300,
             "login_path": "/a/login", "refresh_path": "/a/refresh", "logout_path": "/a/logout", "login_page": "/signin",
             "public_paths": ["/signin/", "/static"], "bypass_cors_preflight": false, "access_ttl_s": 60,
             "refresh_ttl_s": 3600, "access_secret_env": "ETLS_ACCESS", "refresh_secret_env": "ETLS_REFRESH",
@@ -578,6 +588,7 @@ mod tests {
         assert_eq!(c.cookies.same_site, SameSite::Lax);
         assert_eq!(c.login.authority, "login.example.com:443");
         assert_eq!(c.max_login_body_bytes, 100);
+        assert_eq!(c.login_refresh_path.as_deref(), Some("/v1/refresh"));
     }
 
     #[test]
@@ -601,6 +612,9 @@ mod tests {
             (json!({"login_cluster": "l", "logout_path": "/a b"}), "`logout_path`"),
             (json!({"login_cluster": "l", "login_page": "https://evil.example/"}), "`login_page`"),
             (json!({"login_cluster": "l", "login_upstream_path": "login"}), "`login_upstream_path`"),
+            (json!({"login_cluster": "l", "login_refresh_path": "refresh"}), "`login_refresh_path`"),
+            (json!({"login_cluster": "l", "login_refresh_path": "/r?x=1"}), "`login_refresh_path`"),
+            (json!({"login_cluster": "l", "login_refresh_path": 5}), "`login_refresh_path`: must be a string"),
             (json!({"login_cluster": "l", "public_paths": ["login"]}), "`public_paths`"),
             (json!({"login_cluster": "l", "public_paths": "/login"}), "`public_paths`: must be an array of strings"),
             (json!({"login_cluster": "l", "bypass_cors_preflight": "yes"}), "`bypass_cors_preflight`: must be true or false"),

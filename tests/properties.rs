@@ -336,6 +336,7 @@ fn outcome_name(d: &Decision) -> &'static str {
         Decision::Respond(r) => r.outcome.as_str(),
         Decision::Call(_) => "call",
         Decision::ReadBody { .. } => "read_body",
+        Decision::Join(_) => "join",
     }
 }
 
@@ -438,6 +439,7 @@ fn decide_with_real_sessions_on_protected_paths() {
             Decision::Respond(r) => r.outcome.as_str(),
             Decision::Call(_) => "call",
             Decision::ReadBody { .. } => "read_body",
+            Decision::Join(_) => "join",
         });
     });
     // The generators reach every protected-path outcome (else the property above says little).

@@ -554,6 +554,18 @@ pub fn check_decide(setup: &Setup, req: &RequestView, now: u64, d: &Decision) ->
             // The login request's headers go on while its body is read: no identity may pass.
             no_identity(setup, header_edits, &[])
         }
+        Decision::Join(rotation) => {
+            if cfg.login_refresh_path.is_none() {
+                return Err("joined a login API refresh without login_refresh_path".into());
+            }
+            if refresh_ok.is_empty() || preflight || (is_route(setup, path) && path != cfg.routes.refresh) {
+                return Err(format!("login API refresh for {path:?} without a valid refresh token on a protected path"));
+            }
+            if rotation.request != *req {
+                return Err("joined with another request".into());
+            }
+            Ok(())
+        }
         Decision::Respond(r) => check_decide_reply(setup, req, path, protected, &refresh_ok, now, r),
     }
 }

@@ -231,6 +231,7 @@ mod tests {
             Decision::Respond(r) => (r.outcome, r.status),
             Decision::Call(_) => (crate::core::decision::Outcome::RotatedByCluster, 1),
             Decision::ReadBody { .. } => (crate::core::decision::Outcome::LoginBadRequest, 2),
+            Decision::Join(_) => (crate::core::decision::Outcome::UpstreamRefreshCoalesced, 3),
         }
     }
 

@@ -4,6 +4,9 @@
 
 use cookie::{Cookie, SameSite};
 
+/// Largest `Set-Cookie` value the filter ever sends (RFC 6265 section 6.1: what browsers must keep).
+pub const MAX_SET_COOKIE_BYTES: usize = 4096;
+
 /// The four cookie names (SPEC.md, Cookies).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CookieNames {
@@ -119,18 +122,30 @@ pub fn find<'h>(cookie_header: &'h str, name: &str) -> Option<&'h str> {
 /// The `Cookie` header to forward after a rotation: every other cookie kept in order, the two
 /// ETLS cookies replaced by (or added as) the new tokens.
 pub fn with_session(cookie_header: &str, names: &CookieNames, access: &str, refresh: &str) -> String {
-    let mut out = String::with_capacity(cookie_header.len() + access.len() + refresh.len() + 64);
+    with_values(cookie_header, &[(&names.access, access), (&names.refresh, refresh)])
+}
+
+/// The `Cookie` header with every copy of the cookies named in `renewed` removed and
+/// `name=value` of each appended, in that order; every other cookie kept in order.
+pub fn with_values(cookie_header: &str, renewed: &[(&str, &str)]) -> String {
+    let extra: usize = renewed.iter().map(|(n, v)| n.len() + v.len() + 3).sum();
+    let mut out = String::with_capacity(cookie_header.len() + extra);
     let others = Cookie::split_parse(cookie_header)
         .filter_map(Result::ok)
-        .filter(|c| c.name() != names.access && c.name() != names.refresh);
+        .filter(|c| !renewed.iter().any(|(name, _)| c.name() == *name));
     for cookie in others {
         out.push_str(cookie.name());
         out.push('=');
         out.push_str(cookie.value_raw().unwrap_or_else(|| cookie.value()));
         out.push_str("; ");
     }
-    for part in [names.access.as_str(), "=", access, "; ", names.refresh.as_str(), "=", refresh] {
-        out.push_str(part);
+    for (i, (name, value)) in renewed.iter().enumerate() {
+        if i > 0 {
+            out.push_str("; ");
+        }
+        out.push_str(name);
+        out.push('=');
+        out.push_str(value);
     }
     out
 }

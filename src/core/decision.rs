@@ -17,6 +17,10 @@ pub enum Decision {
     /// while the body is held; whatever the app answers is held too and replaced by the
     /// filter's own reply.
     ReadBody { header_edits: Vec<(String, Option<String>)> },
+    /// A rotation that first asks the login API (`login_refresh_path`): hand it to the VM's
+    /// shared [`crate::core::upstream_session::UpstreamCalls`], which answers it at once (a
+    /// reused answer) or makes it wait on the one call for its session.
+    Join(Box<crate::core::upstream_session::Rotation>),
 }
 
 /// Why the core decided as it did: for logs and metrics (never carries a value).
@@ -61,11 +65,24 @@ pub enum Outcome {
     MethodNotAllowed,
     /// An internal error (no configuration, minting failed): denied.
     InternalError,
+    /// Denied (or refresh route 401): the login API ended the session (401/403).
+    DeniedSessionEnded,
+    /// Denied: `login_refresh_path` is set and the request has no upstream `refreshToken` cookie.
+    DeniedNoUpstreamSession,
+    /// Login API refresh call answered with new tokens (counted once per call).
+    UpstreamRefreshRenewed,
+    /// Login API refresh call ended the session (counted once per call).
+    UpstreamRefreshEnded,
+    /// Login API refresh call failed: 5xx, 429, timeout, no connection, malformed 2xx, or the
+    /// VM's store was full (counted once per call or per request that could not be tracked).
+    UpstreamRefreshOutage,
+    /// A rotation that made no call of its own: it waited on another one's or reused an answer.
+    UpstreamRefreshCoalesced,
 }
 
 impl Outcome {
     /// Every outcome, in declaration order (`outcome as usize` indexes it).
-    pub const ALL: [Outcome; 19] = [
+    pub const ALL: [Outcome; 25] = [
         Outcome::SessionValid,
         Outcome::RotatedInline,
         Outcome::RotatedByCluster,
@@ -85,6 +102,12 @@ impl Outcome {
         Outcome::LoggedOut,
         Outcome::MethodNotAllowed,
         Outcome::InternalError,
+        Outcome::DeniedSessionEnded,
+        Outcome::DeniedNoUpstreamSession,
+        Outcome::UpstreamRefreshRenewed,
+        Outcome::UpstreamRefreshEnded,
+        Outcome::UpstreamRefreshOutage,
+        Outcome::UpstreamRefreshCoalesced,
     ];
 
     /// A stable snake_case name, used in logs and metric names.
@@ -109,6 +132,12 @@ impl Outcome {
             Outcome::LoggedOut => "logged_out",
             Outcome::MethodNotAllowed => "method_not_allowed",
             Outcome::InternalError => "internal_error",
+            Outcome::DeniedSessionEnded => "denied_session_ended",
+            Outcome::DeniedNoUpstreamSession => "denied_no_upstream_session",
+            Outcome::UpstreamRefreshRenewed => "upstream_refresh_renewed",
+            Outcome::UpstreamRefreshEnded => "upstream_refresh_ended",
+            Outcome::UpstreamRefreshOutage => "upstream_refresh_outage",
+            Outcome::UpstreamRefreshCoalesced => "upstream_refresh_coalesced",
         }
     }
 }
@@ -221,6 +250,8 @@ pub enum CallKind {
     Login,
     /// `POST refresh_path` to the refresh cluster.
     Refresh,
+    /// `POST login_refresh_path` to the login API (made by the VM's shared store, not a request).
+    LoginRefresh,
 }
 
 /// A call to dispatch to an Envoy cluster.

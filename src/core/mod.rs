@@ -12,6 +12,7 @@ pub mod request;
 pub mod session;
 pub mod tokens;
 pub mod upstream;
+pub mod upstream_session;
 
 use crate::config::Config;
 use crate::error::CallError;
@@ -71,6 +72,8 @@ pub fn on_reply(
     match kind {
         CallKind::Login => login::on_reply(cfg, reply, now),
         CallKind::Refresh => session::on_refresh_reply(cfg, req, reply, now),
+        // Made and answered by the VM's shared store (`upstream_session`), never by a request.
+        CallKind::LoginRefresh => internal_error(),
     }
 }
 

@@ -9,6 +9,7 @@ use crate::core::paths;
 use crate::core::request::RequestView;
 use crate::core::tokens::{self, Identity, TokenKind};
 use crate::core::upstream;
+use crate::core::upstream_session::{self, Route};
 use crate::error::{CallError, TokenError};
 
 /// Forward untouched but for the identity headers, which only the filter may set.
@@ -40,11 +41,20 @@ pub fn protect(cfg: &Config, cache: &mut TokenCache, req: &RequestView, now: u64
         Ok(identity) => identity,
         Err(_) => return deny(cfg, req, Outcome::DeniedRefreshInvalid),
     };
-    if let Some(call) = upstream::refresh_call(cfg, cookie_header) {
+    let call = upstream::refresh_call(cfg, cookie_header);
+    if let Some(decision) = upstream_session::rotation(cfg, Route::Protected, req, &identity) {
+        // With a refresh cluster, its refresh route asks the login API (and shares the call);
+        // a request that cannot be held that long rotates inline (see `Rotation::can_wait`).
+        return match (decision, call) {
+            (Decision::Join(rotation), Some(call)) if rotation.can_wait => Decision::Call(call),
+            (decision, _) => decision,
+        };
+    }
+    if let Some(call) = call {
         return Decision::Call(call);
     }
     match tokens::mint_pair(cfg, &identity, now) {
-        Ok(pair) => forward_rotated(cfg, req, &identity, &pair.access, &pair.refresh, Outcome::RotatedInline),
+        Ok(pair) => forward_rotated(cfg, req, &identity, &pair.access, &pair.refresh, None, Outcome::RotatedInline),
         Err(_) => deny(cfg, req, Outcome::InternalError),
     }
 }
@@ -59,15 +69,26 @@ pub fn on_refresh_reply(
     let Ok(reply) = reply else {
         return deny(cfg, req, Outcome::DeniedRefreshCallFailed);
     };
-    let Ok((access, refresh)) = upstream::parse_refresh_reply(cfg, &reply) else {
-        return deny(cfg, req, Outcome::DeniedRefreshCallFailed);
-    };
-    let identity = tokens::verify(cfg, TokenKind::Access, access, now);
-    let refresh_ok = tokens::verify(cfg, TokenKind::Refresh, refresh, now).is_ok();
-    match identity {
-        Ok(identity) if refresh_ok => {
-            forward_rotated(cfg, req, &identity, access, refresh, Outcome::RotatedByCluster)
+    let cookies = match upstream::parse_refresh_reply(cfg, &reply) {
+        Ok(cookies) => cookies,
+        // The refresh route's answer when the login API ended the session.
+        Err(CallError::UpstreamStatus(401)) if reply.body == br#"{"error":"Session ended"}"# => {
+            return deny(cfg, req, Outcome::DeniedSessionEnded);
         }
+        Err(_) => return deny(cfg, req, Outcome::DeniedRefreshCallFailed),
+    };
+    let identity = tokens::verify(cfg, TokenKind::Access, cookies.access, now);
+    let refresh_ok = tokens::verify(cfg, TokenKind::Refresh, cookies.refresh, now).is_ok();
+    match identity {
+        Ok(identity) if refresh_ok => forward_rotated(
+            cfg,
+            req,
+            &identity,
+            cookies.access,
+            cookies.refresh,
+            cookies.upstream,
+            Outcome::RotatedByCluster,
+        ),
         _ => deny(cfg, req, Outcome::DeniedRefreshCallFailed),
     }
 }
@@ -81,13 +102,14 @@ pub fn refresh_route(cfg: &Config, cache: &mut TokenCache, req: &RequestView, no
     let Some(token) = cookies::find(cookie_header, &cfg.cookies.names.refresh) else {
         return reply(LocalReply::json(Outcome::RefreshRejected, 401, r#"{"error":"No refresh token provided"}"#));
     };
-    let minted = tokens::verify_cached(cfg, cache, TokenKind::Refresh, token, now)
-        .and_then(|identity| tokens::mint_pair(cfg, &identity, now));
-    match minted {
-        Ok(pair) => reply(
-            LocalReply::json(Outcome::Refreshed, 200, r#"{"message":"Tokens refreshed"}"#)
-                .with_cookies(&[cfg.cookies.set_access(&pair.access), cfg.cookies.set_refresh(&pair.refresh)]),
-        ),
+    let verified = tokens::verify_cached(cfg, cache, TokenKind::Refresh, token, now);
+    if let Ok(identity) = &verified {
+        if let Some(decision) = upstream_session::rotation(cfg, Route::RefreshRoute, req, identity) {
+            return decision;
+        }
+    }
+    match verified.and_then(|identity| tokens::mint_pair(cfg, &identity, now)) {
+        Ok(pair) => refreshed(cfg, &pair, None),
         Err(TokenError::Mint) => internal_error(cfg),
         Err(_) => reply(LocalReply::json(Outcome::RefreshRejected, 401, r#"{"error":"Invalid refresh token"}"#)),
     }
@@ -129,28 +151,50 @@ fn reply(answer: LocalReply) -> Decision {
     Decision::Respond(answer)
 }
 
+/// The refresh route's 200 with the new ETLS pair and, when the login API renewed them, its
+/// two tokens (`upstream` = `(accessToken, refreshToken)`), each its own `Set-Cookie`.
+pub(crate) fn refreshed(cfg: &Config, pair: &tokens::TokenPair, upstream: Option<(&str, &str)>) -> Decision {
+    let mut set_cookies = Vec::with_capacity(4);
+    if let Some((access, refresh)) = upstream {
+        set_cookies.extend(cfg.cookies.set_upstream(access, refresh));
+    }
+    set_cookies.push(cfg.cookies.set_access(&pair.access));
+    set_cookies.push(cfg.cookies.set_refresh(&pair.refresh));
+    reply(LocalReply::json(Outcome::Refreshed, 200, r#"{"message":"Tokens refreshed"}"#).with_cookies(&set_cookies))
+}
+
 /// Forward after a rotation: identity headers from the new tokens, the `Cookie` header carrying
-/// them to the app, and both as `Set-Cookie` on the response.
-fn forward_rotated(
+/// them to the app, and each as `Set-Cookie` on the response. `upstream` is the login API's
+/// renewed `(accessToken, refreshToken)`, when it renewed them.
+pub(crate) fn forward_rotated(
     cfg: &Config,
     req: &RequestView,
     identity: &Identity,
     access: &str,
     refresh: &str,
+    upstream: Option<(&str, &str)>,
     outcome: Outcome,
 ) -> Decision {
     let cookie_header = req.cookie.as_deref().unwrap_or_default();
+    let names = &cfg.cookies.names;
     let mut header_edits = identity_edits(cfg, Some(identity));
-    header_edits.push((
-        "cookie".to_owned(),
-        Some(cookies::with_session(cookie_header, &cfg.cookies.names, access, refresh)),
-    ));
-    Decision::Forward(Forward {
-        outcome,
-        header_edits,
-        set_cookies: vec![cfg.cookies.set_access(access), cfg.cookies.set_refresh(refresh)],
-        identity: published(identity),
-    })
+    let mut set_cookies = Vec::with_capacity(4);
+    let rewritten = match upstream {
+        Some((up_access, up_refresh)) => {
+            set_cookies.extend(cfg.cookies.set_upstream(up_access, up_refresh));
+            cookies::with_values(cookie_header, &[
+                (&names.upstream_access, up_access),
+                (&names.upstream_refresh, up_refresh),
+                (&names.access, access),
+                (&names.refresh, refresh),
+            ])
+        }
+        None => cookies::with_session(cookie_header, names, access, refresh),
+    };
+    header_edits.push(("cookie".to_owned(), Some(rewritten)));
+    set_cookies.push(cfg.cookies.set_access(access));
+    set_cookies.push(cfg.cookies.set_refresh(refresh));
+    Decision::Forward(Forward { outcome, header_edits, set_cookies, identity: published(identity) })
 }
 
 /// The identity for Envoy's filter state: the same text as the identity headers.
@@ -216,6 +260,7 @@ mod tests {
             Decision::Respond(r) => r.outcome,
             Decision::Call(_) => panic!("call"),
             Decision::ReadBody { .. } => panic!("read body"),
+            Decision::Join(_) => panic!("join"),
         }
     }
 

@@ -48,6 +48,98 @@ pub fn refresh_call(cfg: &Config, cookie_header: &str) -> Option<OutboundCall> {
     })
 }
 
+/// The `POST login_refresh_path` call to the login API with body `{"refreshToken": ..}`
+/// (SPEC.md, Upstream session). `None` when `login_refresh_path` is not configured.
+pub fn login_refresh_call(cfg: &Config, refresh_token: &str) -> Option<OutboundCall> {
+    let path = cfg.login_refresh_path.as_ref()?;
+    let body = serde_json::json!({ "refreshToken": refresh_token }).to_string();
+    Some(OutboundCall {
+        kind: CallKind::LoginRefresh,
+        cluster: cfg.login.cluster.clone(),
+        headers: vec![
+            (":method".to_owned(), "POST".to_owned()),
+            (":path".to_owned(), path.clone()),
+            (":authority".to_owned(), cfg.login.authority.clone()),
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("accept".to_owned(), "application/json".to_owned()),
+        ],
+        body: Some(body.into_bytes()),
+        timeout: cfg.login.timeout,
+    })
+}
+
+/// What the login API said to a refresh call, reduced to what a rotation needs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RefreshAnswer {
+    /// 2xx as specified: new upstream tokens, and the identity when `userData` was sent.
+    Renewed(Renewal),
+    /// 401 or 403: the API ended the session.
+    Ended,
+    /// Anything else (5xx, 429, other statuses, no answer, a malformed 2xx): keep the user in.
+    Outage,
+}
+
+/// New upstream tokens from the login API's refresh answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Renewal {
+    /// The new `accessToken` (cookie-safe, its Set-Cookie within 4096 bytes).
+    pub access_token: String,
+    /// The new `refreshToken`; `None` keeps the current one.
+    pub refresh_token: Option<String>,
+    /// `userData.id` / `userData.role`, when `userData` was present.
+    pub identity: Option<Identity>,
+}
+
+#[derive(Deserialize)]
+struct RefreshBody {
+    #[serde(rename = "accessToken")]
+    access_token: String,
+    #[serde(rename = "refreshToken", default)]
+    refresh_token: Option<String>,
+    #[serde(rename = "userData", default)]
+    user_data: Option<Value>,
+}
+
+/// Classifies the login API's answer to `POST login_refresh_path` (SPEC.md, Upstream session).
+/// A 2xx is `Renewed` only with JSON `{accessToken: string, refreshToken?: string, userData?:
+/// {id, role?}}` whose tokens are cookie-safe and make Set-Cookie values of at most
+/// [`cookies::MAX_SET_COOKIE_BYTES`]; any other 2xx is malformed, an `Outage`.
+pub fn parse_login_refresh_reply(cfg: &Config, reply: Result<&UpstreamReply, &CallError>) -> RefreshAnswer {
+    let Ok(reply) = reply else { return RefreshAnswer::Outage };
+    match reply.status {
+        401 | 403 => return RefreshAnswer::Ended,
+        200..=299 => {}
+        _ => return RefreshAnswer::Outage,
+    }
+    parse_renewal(cfg, reply).map_or(RefreshAnswer::Outage, RefreshAnswer::Renewed)
+}
+
+fn parse_renewal(cfg: &Config, reply: &UpstreamReply) -> Option<Renewal> {
+    if reply.body_size > MAX_UPSTREAM_BODY_BYTES {
+        return None;
+    }
+    let object = match serde_json::from_slice::<Value>(&reply.body).ok()? {
+        object @ Value::Object(_) => object,
+        _ => return None,
+    };
+    let body = RefreshBody::deserialize(object).ok()?;
+    let identity = match body.user_data {
+        None | Some(Value::Null) => None,
+        Some(user @ Value::Object(_)) => {
+            let user = UserData::deserialize(user).ok()?;
+            Some(Identity::new(user.id, user.role)?)
+        }
+        Some(_) => return None,
+    };
+    let tokens = [Some(body.access_token.as_str()), body.refresh_token.as_deref()];
+    let fits = tokens.iter().flatten().all(|t| cookies::is_cookie_value(t));
+    // Both upstream cookies have the same attributes and lifetime: one size check each.
+    let [access_cookie, _] = cfg.cookies.set_upstream(&body.access_token, "");
+    let [_, refresh_cookie] = cfg.cookies.set_upstream("", body.refresh_token.as_deref().unwrap_or_default());
+    let small = access_cookie.len() <= cookies::MAX_SET_COOKIE_BYTES && refresh_cookie.len() <= cookies::MAX_SET_COOKIE_BYTES;
+    (fits && small).then_some(Renewal { access_token: body.access_token, refresh_token: body.refresh_token, identity })
+}
+
 /// A successful login as the login API described it.
 #[derive(Debug)]
 pub struct LoginSuccess {
@@ -98,9 +190,19 @@ pub fn parse_login_reply(reply: &UpstreamReply) -> Result<LoginSuccess, CallErro
     })
 }
 
-/// Reads the new access and refresh token from the `Set-Cookie` headers of a 200 answer of the
-/// refresh cluster. Returns `(access, refresh)`, or `UpstreamStatus` / `BadBody`.
-pub fn parse_refresh_reply<'r>(cfg: &Config, reply: &'r UpstreamReply) -> Result<(&'r str, &'r str), CallError> {
+/// What the refresh cluster's 200 answer carried: the new ETLS pair and, when the login API
+/// renewed them (`login_refresh_path`), its two new tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshedCookies<'r> {
+    pub access: &'r str,
+    pub refresh: &'r str,
+    /// `(accessToken, refreshToken)`, both present or neither.
+    pub upstream: Option<(&'r str, &'r str)>,
+}
+
+/// Reads the new tokens from the `Set-Cookie` headers of a 200 answer of the refresh cluster.
+/// Returns them, or `UpstreamStatus` / `BadBody`.
+pub fn parse_refresh_reply<'r>(cfg: &Config, reply: &'r UpstreamReply) -> Result<RefreshedCookies<'r>, CallError> {
     if reply.status != 200 {
         return Err(CallError::UpstreamStatus(reply.status));
     }
@@ -111,8 +213,12 @@ pub fn parse_refresh_reply<'r>(cfg: &Config, reply: &'r UpstreamReply) -> Result
             .find_map(|c| cookies::value_in_set_cookie(c, name))
             .filter(|v| cookies::is_cookie_value(v))
     };
+    let upstream = match (find(&names.upstream_access), find(&names.upstream_refresh)) {
+        (Some(access), Some(refresh)) => Some((access, refresh)),
+        _ => None,
+    };
     match (find(&names.access), find(&names.refresh)) {
-        (Some(access), Some(refresh)) => Ok((access, refresh)),
+        (Some(access), Some(refresh)) => Ok(RefreshedCookies { access, refresh, upstream }),
         _ => Err(CallError::BadBody),
     }
 }

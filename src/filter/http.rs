@@ -3,15 +3,18 @@
 //! `proxy_wasm::hostcalls` so a failure is a `Status` to handle, never a trap.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
+use super::apply::{now, Carrier, Handoff, Step};
 use super::metrics::Metrics;
 use crate::config::Config;
+use crate::core::upstream_session::UpstreamCalls;
 use crate::core::{self, cache::TokenCache, decision::*, login::BodyStep, request::RequestView};
 use crate::error::CallError;
 
@@ -23,6 +26,9 @@ enum Stage {
     ReadingBody,
     /// Paused on a dispatched call; its answer must carry this token.
     Calling { token: u32, kind: CallKind, sent_at: Option<SystemTime> },
+    /// Paused on the VM's shared login API refresh call: the root context carries out the
+    /// decision and leaves a `Handoff` for this context.
+    Waiting,
     /// Sent on; these `Set-Cookie` values go on the response.
     Forwarded { set_cookies: Vec<String> },
     /// Answered locally.
@@ -36,6 +42,10 @@ pub struct AuthFilter {
     metrics: Option<Rc<Metrics>>,
     /// The VM's verified-token cache (from `AuthRoot`).
     cache: Rc<RefCell<TokenCache>>,
+    /// The VM's login API refresh calls (from `AuthRoot`).
+    calls: Rc<RefCell<UpstreamCalls>>,
+    /// What the root context carried out for a waiting request (from `AuthRoot`).
+    handoff: Rc<RefCell<HashMap<u32, Handoff>>>,
     request: RequestView,
     stage: Stage,
 }
@@ -46,101 +56,54 @@ impl AuthFilter {
         config: Option<Rc<Config>>,
         metrics: Option<Rc<Metrics>>,
         cache: Rc<RefCell<TokenCache>>,
+        calls: Rc<RefCell<UpstreamCalls>>,
+        handoff: Rc<RefCell<HashMap<u32, Handoff>>>,
     ) -> Self {
-        AuthFilter { context_id, config, metrics, cache, request: RequestView::default(), stage: Stage::Started }
-    }
-
-    fn count(&self, outcome: Outcome) {
-        if let Some(metrics) = &self.metrics {
-            metrics.count(outcome);
+        AuthFilter {
+            context_id,
+            config,
+            metrics,
+            cache,
+            calls,
+            handoff,
+            request: RequestView::default(),
+            stage: Stage::Started,
         }
     }
 
     /// Carries out a decision; returns what the current callback should answer.
     fn apply(&mut self, decision: Decision) -> Action {
-        match decision {
-            Decision::Forward(forward) => {
-                if !self.edit_request_headers(&forward.header_edits) {
-                    return self.apply(core::internal_error());
-                }
-                if let Some(identity) = &forward.identity {
-                    if !self.publish_identity(identity) {
-                        return self.apply(core::internal_error());
-                    }
-                }
-                log::debug!("#{} {}", self.context_id, forward.outcome.as_str());
-                self.count(forward.outcome);
-                self.stage = Stage::Forwarded { set_cookies: forward.set_cookies };
-                Action::Continue
-            }
-            Decision::Respond(reply) => {
-                log::debug!("#{} {} ({})", self.context_id, reply.outcome.as_str(), reply.status);
-                if let Some(line) = reply.warning() {
-                    log::warn!("#{} {line}", self.context_id);
-                }
-                self.count(reply.outcome);
-                let headers: Vec<(&str, &str)> = reply.headers().iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-                if let Err(status) = hostcalls::send_http_response(reply.status, headers, Some(&reply.body)) {
-                    log::error!("#{} could not send the local reply: {status:?}", self.context_id);
-                }
-                self.stage = Stage::Answered;
-                Action::Pause
-            }
-            Decision::Call(call) => {
-                let headers: Vec<(&str, &str)> = call.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-                match hostcalls::dispatch_http_call(&call.cluster, headers, call.body.as_deref(), Vec::new(), call.timeout) {
-                    Ok(token) => {
-                        let sent_at = hostcalls::get_current_time().ok();
-                        self.stage = Stage::Calling { token, kind: call.kind, sent_at };
-                        Action::Pause
-                    }
-                    Err(status) => {
-                        log::warn!("#{} dispatch to cluster {} failed: {status:?}", self.context_id, call.cluster);
-                        let failure = Err(CallError::Dispatch(format!("{status:?}")));
-                        let decision = match &self.config {
-                            Some(cfg) => core::on_reply(cfg, call.kind, &self.request, failure, now()),
-                            None => core::internal_error(),
-                        };
-                        self.apply(decision)
-                    }
-                }
-            }
-            Decision::ReadBody { header_edits } => {
-                if !self.edit_request_headers(&header_edits) {
-                    return self.apply(core::internal_error());
-                }
-                self.stage = Stage::ReadingBody;
-                // Pausing here would stop the body callbacks too (Proxy-Wasm turns a header
-                // pause into StopAllIteration), so the headers go on and the body is held.
-                Action::Continue
-            }
-        }
+        let carrier = Carrier {
+            context_id: self.context_id,
+            config: self.config.as_deref(),
+            metrics: self.metrics.as_deref(),
+            calls: &self.calls,
+            request: &self.request,
+        };
+        let (stage, action) = match carrier.carry_out(decision) {
+            Step::Forwarded { set_cookies } => (Stage::Forwarded { set_cookies }, Action::Continue),
+            Step::Answered => (Stage::Answered, Action::Pause),
+            Step::Calling { token, kind, sent_at } => (Stage::Calling { token, kind, sent_at }, Action::Pause),
+            // Pausing here would stop the body callbacks too (Proxy-Wasm turns a header
+            // pause into StopAllIteration), so the headers go on and the body is held.
+            Step::ReadingBody => (Stage::ReadingBody, Action::Continue),
+            Step::Waiting => (Stage::Waiting, Action::Pause),
+        };
+        self.stage = stage;
+        action
     }
 
-    /// Sets (`Some`) or removes (`None`) request headers; false if the host refused one, in
-    /// which case the request must be denied (the app could otherwise see spoofed identity).
-    fn edit_request_headers(&self, edits: &[(String, Option<String>)]) -> bool {
-        let refused = edits.iter().any(|(name, value)| {
-            hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, value.as_deref().map(str::as_bytes)).is_err()
-        });
-        if refused {
-            log::warn!("#{} could not edit request headers: denied", self.context_id);
+    /// While waiting on the shared call: take what the root carried out for this request.
+    fn pick_up_handoff(&mut self) {
+        if !matches!(self.stage, Stage::Waiting) {
+            return;
         }
-        !refused
-    }
-
-    /// Puts the verified identity in Envoy's filter state (`wasm.etls_user_id`, `wasm.etls_role`)
-    /// for access logs, RBAC and later filters; false if the host refused, in which case the
-    /// request must be denied (a later RBAC rule or log would otherwise see no identity, or half).
-    fn publish_identity(&self, identity: &PublishedIdentity) -> bool {
-        let mut result = super::host::set_property(super::host::USER_ID_PROPERTY, identity.user_id.as_bytes());
-        if let (Ok(()), Some(role)) = (result, &identity.role) {
-            result = super::host::set_property(super::host::ROLE_PROPERTY, role.as_bytes());
+        let handoff = self.handoff.try_borrow_mut().ok().and_then(|mut map| map.remove(&self.context_id));
+        match handoff {
+            Some(Handoff::Forwarded { set_cookies }) => self.stage = Stage::Forwarded { set_cookies },
+            Some(Handoff::Answered) => self.stage = Stage::Answered,
+            None => {}
         }
-        if let Err(status) = result {
-            log::warn!("#{} could not set the identity filter state (status {status}): denied", self.context_id);
-        }
-        result.is_ok()
     }
 
     /// The login body is complete: fetch it and let the core decide.
@@ -176,6 +139,20 @@ impl Context for AuthFilter {
             }
         }
     }
+
+    fn on_done(&mut self) -> bool {
+        // A request that stops waiting (its client left) no longer gets an answer; the call
+        // goes on for the others.
+        if matches!(self.stage, Stage::Waiting) {
+            if let Ok(mut calls) = self.calls.try_borrow_mut() {
+                calls.leave(self.context_id);
+            }
+        }
+        if let Ok(mut map) = self.handoff.try_borrow_mut() {
+            map.remove(&self.context_id);
+        }
+        true
+    }
 }
 
 impl HttpContext for AuthFilter {
@@ -196,6 +173,7 @@ impl HttpContext for AuthFilter {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.pick_up_handoff();
         match self.stage {
             Stage::ReadingBody => {
                 let Some(cfg) = self.config.clone() else { return self.apply(core::unconfigured()) };
@@ -206,12 +184,13 @@ impl HttpContext for AuthFilter {
                 }
             }
             // Hold the body until the call decides: continuing here would send the request on.
-            Stage::Calling { .. } | Stage::Answered => Action::Pause,
+            Stage::Calling { .. } | Stage::Waiting | Stage::Answered => Action::Pause,
             Stage::Started | Stage::Forwarded { .. } => Action::Continue,
         }
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.pick_up_handoff();
         match self.stage {
             Stage::ReadingBody => {
                 // Trailers end the body.
@@ -219,12 +198,13 @@ impl HttpContext for AuthFilter {
                 let limit = cfg.max_login_body_bytes.saturating_add(1);
                 self.finish_body(&cfg, limit)
             }
-            Stage::Calling { .. } | Stage::Answered => Action::Pause,
+            Stage::Calling { .. } | Stage::Waiting | Stage::Answered => Action::Pause,
             Stage::Started | Stage::Forwarded { .. } => Action::Continue,
         }
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.pick_up_handoff();
         match &mut self.stage {
             Stage::Forwarded { set_cookies } => {
                 for cookie in std::mem::take(set_cookies) {
@@ -237,7 +217,8 @@ impl HttpContext for AuthFilter {
             // The login request's headers went on to the app (see `ReadBody`): hold whatever
             // answer comes back; the filter's own reply replaces it.
             Stage::ReadingBody | Stage::Calling { .. } => Action::Pause,
-            Stage::Started | Stage::Answered => Action::Continue,
+            // Envoy answered a waiting request itself (e.g. its stream timed out): pass it on.
+            Stage::Started | Stage::Waiting | Stage::Answered => Action::Continue,
         }
     }
 
@@ -249,14 +230,6 @@ impl HttpContext for AuthFilter {
     }
 }
 
-/// Unix seconds now; 0 if the host cannot tell (every token then fails its time checks).
-fn now() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d: Duration| d.as_secs())
-}
-
 /// The request as the core sees it, from one read of the whole header map.
 fn gather_request(end_of_stream: bool) -> RequestView {
     let map = super::host::header_map(MapType::HttpRequestHeaders);
@@ -264,7 +237,8 @@ fn gather_request(end_of_stream: bool) -> RequestView {
     core::headers::request_view(pairs, end_of_stream)
 }
 
-fn read_call_reply(body_size: usize) -> UpstreamReply {
+/// The answer of a dispatched call (of the effective context), read without trapping.
+pub(super) fn read_call_reply(body_size: usize) -> UpstreamReply {
     let map = super::host::header_map(MapType::HttpCallResponseHeaders);
     let headers: Vec<(String, Vec<u8>)> = core::headers::parse_header_map(&map)
         .unwrap_or_default()

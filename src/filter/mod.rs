@@ -1,6 +1,7 @@
 //! The thin proxy-wasm shell: gathers what the core needs, calls it, carries out its decision.
 //! It makes no decision of its own.
 
+mod apply;
 mod host;
 mod http;
 mod metrics;

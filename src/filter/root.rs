@@ -1,38 +1,141 @@
 //! `AuthRoot`: parses the plugin configuration once per VM in `on_configure` and hands it to
-//! each request's `AuthFilter`.
+//! each request's `AuthFilter`. It also runs the VM's login API refresh calls
+//! (`login_refresh_path`): it dispatches them from its tick, so that their answers come to it
+//! and not to a request that may be gone, and it carries out the core's decision for every
+//! request waiting on one (README, Upstream session).
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
+use std::time::Duration;
 
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
-use super::http::AuthFilter;
+use super::apply::{now_ms, Carrier, Handoff, Step};
+use super::http::{read_call_reply, AuthFilter};
 use super::metrics::Metrics;
 use crate::config::Config;
 use crate::core::cache::TokenCache;
+use crate::core::request::RequestView;
+use crate::core::upstream_session::{Settled, UpstreamCalls};
+use crate::core::{self};
+use crate::error::CallError;
 
 /// The root context: one per VM (per Envoy worker).
-#[derive(Default)]
 pub struct AuthRoot {
+    context_id: u32,
     config: Option<Rc<Config>>,
     metrics: Option<Rc<Metrics>>,
     /// Tokens verified under `config`'s keys; replaced whenever the configuration is.
     cache: Rc<RefCell<TokenCache>>,
+    /// Login API refresh calls and their reusable answers; `None` until `on_configure` drew
+    /// its random hash key.
+    calls: Option<Rc<RefCell<UpstreamCalls>>>,
+    /// What this root carried out for waiting requests, for their own contexts to pick up.
+    handoff: Rc<RefCell<HashMap<u32, Handoff>>>,
 }
 
-impl Context for AuthRoot {}
+impl AuthRoot {
+    pub fn new(context_id: u32) -> Self {
+        AuthRoot {
+            context_id,
+            config: None,
+            metrics: None,
+            cache: Rc::default(),
+            calls: None,
+            handoff: Rc::default(),
+        }
+    }
+
+    /// Carries out the decisions for waiting requests (each in its own context), counts the
+    /// call-level outcomes, makes the root effective again and sets the tick the store needs.
+    fn carry_out_settled(&self, calls: &Rc<RefCell<UpstreamCalls>>, settled: Settled) {
+        for outcome in settled.counts {
+            if let Some(metrics) = &self.metrics {
+                metrics.count(outcome);
+            }
+        }
+        let no_request = RequestView::default();
+        for (context_id, decision) in settled.decisions {
+            // A request whose stream is gone has no context any more: nothing to answer.
+            if hostcalls::set_effective_context(context_id).is_err() {
+                continue;
+            }
+            let carrier = Carrier {
+                context_id,
+                config: self.config.as_deref(),
+                metrics: self.metrics.as_deref(),
+                calls,
+                request: &no_request,
+            };
+            let mut step = carrier.carry_out(decision);
+            if !matches!(step, Step::Forwarded { .. } | Step::Answered) {
+                // The store only decides to forward or answer; anything else is a bug: deny.
+                step = carrier.carry_out(core::internal_error());
+            }
+            match step {
+                Step::Forwarded { set_cookies } => {
+                    self.hand_off(context_id, Handoff::Forwarded { set_cookies });
+                    if let Err(status) = hostcalls::resume_http_request() {
+                        log::error!("#{context_id} could not resume the request: {status:?}");
+                    }
+                }
+                _ => self.hand_off(context_id, Handoff::Answered),
+            }
+        }
+        if let Err(status) = hostcalls::set_effective_context(self.context_id) {
+            log::error!("etls-auth: could not return to the root context: {status:?}");
+        }
+        self.set_tick(calls);
+    }
+
+    fn hand_off(&self, context_id: u32, handoff: Handoff) {
+        if let Ok(mut map) = self.handoff.try_borrow_mut() {
+            map.insert(context_id, handoff);
+        }
+    }
+
+    fn set_tick(&self, calls: &Rc<RefCell<UpstreamCalls>>) {
+        let period = calls.try_borrow().ok().and_then(|c| c.tick_period_ms()).unwrap_or(0);
+        if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(period)) {
+            log::error!("etls-auth: could not set the tick period: {status:?}");
+        }
+    }
+}
+
+impl Context for AuthRoot {
+    /// The answer to a login API refresh call this root dispatched.
+    fn on_http_call_response(&mut self, token_id: u32, num_headers: usize, body_size: usize, _num_trailers: usize) {
+        let (Some(cfg), Some(calls)) = (self.config.clone(), self.calls.clone()) else { return };
+        let reply = if num_headers == 0 { Err(CallError::NoResponse) } else { Ok(read_call_reply(body_size)) };
+        let settled = match calls.try_borrow_mut() {
+            Ok(mut store) => store.on_answer(&cfg, token_id, reply.as_ref(), now_ms()),
+            Err(_) => Settled::default(),
+        };
+        self.carry_out_settled(&calls, settled);
+    }
+}
 
 impl RootContext for AuthRoot {
     /// Parses and validates the configuration. On error logs one line naming the key and
     /// returns `false`, so Envoy refuses the filter.
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let raw = proxy_wasm::hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
+        let raw = hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
             .ok()
             .flatten()
             .unwrap_or_default();
         if self.metrics.is_none() {
             self.metrics = Some(Rc::new(Metrics::define()));
+        }
+        if self.calls.is_none() {
+            let mut hash_key = [0u8; 32];
+            if getrandom::fill(&mut hash_key).is_err() {
+                log::error!("etls-auth: no random bytes for the refresh store's key: refusing to start");
+                return false;
+            }
+            self.calls = Some(Rc::new(RefCell::new(UpstreamCalls::new(hash_key))));
         }
         match Config::parse(&raw, secret_from_env) {
             Ok(config) => {
@@ -49,8 +152,40 @@ impl RootContext for AuthRoot {
         }
     }
 
+    /// Dispatches queued login API refresh calls and enforces the waiting requests' deadlines.
+    fn on_tick(&mut self) {
+        let (Some(cfg), Some(calls)) = (self.config.clone(), self.calls.clone()) else { return };
+        let now = now_ms();
+        let (queued, mut settled) = match calls.try_borrow_mut() {
+            Ok(mut store) => (store.take_queued(), store.tick(&cfg, now)),
+            Err(_) => return,
+        };
+        for (id, call) in queued {
+            let headers: Vec<(&str, &str)> = call.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let result = hostcalls::dispatch_http_call(&call.cluster, headers, call.body.as_deref(), Vec::new(), call.timeout)
+                .map_err(|status| {
+                    log::warn!("etls-auth: dispatch to cluster {} failed: {status:?}", call.cluster);
+                    CallError::Dispatch(format!("{status:?}"))
+                });
+            if let Ok(mut store) = calls.try_borrow_mut() {
+                let more = store.dispatched(&cfg, id, result, now);
+                settled.decisions.extend(more.decisions);
+                settled.counts.extend(more.counts);
+            }
+        }
+        self.carry_out_settled(&calls, settled);
+    }
+
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(AuthFilter::new(context_id, self.config.clone(), self.metrics.clone(), Rc::clone(&self.cache))))
+        let calls = self.calls.clone().unwrap_or_else(|| Rc::new(RefCell::new(UpstreamCalls::new([0; 32]))));
+        Some(Box::new(AuthFilter::new(
+            context_id,
+            self.config.clone(),
+            self.metrics.clone(),
+            Rc::clone(&self.cache),
+            calls,
+            Rc::clone(&self.handoff),
+        )))
     }
 
     fn get_type(&self) -> Option<ContextType> {

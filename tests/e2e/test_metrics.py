@@ -16,7 +16,8 @@ OUTCOMES = [
     "session_valid", "rotated_inline", "rotated_by_cluster", "public", "preflight", "denied_no_session",
     "denied_no_refresh", "denied_refresh_invalid", "denied_refresh_call_failed", "login_succeeded", "login_rejected",
     "login_rate_limited", "login_upstream_failed", "login_bad_request", "refreshed", "refresh_rejected", "logged_out",
-    "method_not_allowed", "internal_error",
+    "method_not_allowed", "internal_error", "denied_session_ended", "denied_no_upstream_session",
+    "upstream_refresh_renewed", "upstream_refresh_ended", "upstream_refresh_outage", "upstream_refresh_coalesced",
 ]
 LOGIN = "/api/auth/login"
 JSON = {"Content-Type": "application/json"}

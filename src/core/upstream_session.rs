@@ -1,0 +1,720 @@
+//! Rotations that follow the login API (`login_refresh_path`, SPEC.md "Upstream session"), and
+//! the per-VM store that gives a burst of them one login API call. Plain data with a deadline
+//! and a bound; no proxy_wasm here and no clock (`now_ms` is passed in, Unix milliseconds).
+//!
+//! The store keeps, per upstream `refreshToken` (keyed by HMAC-SHA256 under a random per-VM
+//! key, so it never holds the token itself as a key and a key tells nothing outside the VM):
+//! - a call waiting to be dispatched or in flight, with the rotations waiting on it, or
+//! - the answer, reused for [`REUSE_MS`] after it came.
+//!
+//! The shell asks it (`join`), dispatches what it queues (`take_queued`, `dispatched`), hands it
+//! answers (`on_answer`) and ticks it (`tick`); each of those returns the `Decision` of every
+//! waiting request, built from that request's own `RequestView`, for the shell to carry out.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::config::Config;
+use crate::core::cookies;
+use crate::core::decision::{Decision, LocalReply, OutboundCall, Outcome, UpstreamReply};
+use crate::core::request::RequestView;
+use crate::core::session;
+use crate::core::tokens::{self, Identity};
+use crate::core::upstream::{self, RefreshAnswer};
+use crate::error::CallError;
+
+/// How long an answer is reused for the same `refreshToken`, in milliseconds.
+pub const REUSE_MS: u64 = 30_000;
+/// How long past `login_timeout_ms` a waiting request may wait before the tick answers it
+/// (Envoy's own timeout of the call normally answers first).
+pub const GRACE_MS: u64 = 500;
+/// Most sessions tracked at once (calls and reusable answers together), per VM.
+pub const MAX_SESSIONS: usize = 1024;
+/// Most requests waiting at once, per VM.
+pub const MAX_WAITERS: usize = 4096;
+/// Tick period while a call is waiting to be dispatched, in milliseconds (the shell dispatches
+/// from the root context's tick: see README, Upstream session).
+pub const DISPATCH_TICK_MS: u64 = 1;
+/// Tick period while requests wait on a call, to enforce their deadline.
+pub const DEADLINE_TICK_MS: u64 = 100;
+
+/// Which route a rotation belongs to; it decides the shape of the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// A protected request (SPEC.md case 2): forward rotated, or deny.
+    Protected,
+    /// `POST refresh_path`: 200 with new cookies, or 401.
+    RefreshRoute,
+}
+
+/// A rotation that asks the login API first: everything needed to decide it later.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rotation {
+    pub route: Route,
+    pub request: RequestView,
+    /// From the verified ETLS refresh token.
+    pub identity: Identity,
+    /// The value of the upstream `refreshToken` cookie.
+    pub upstream_refresh: String,
+    /// False when the request's body is still arriving and is not known to be small: holding
+    /// it while the call is out would buffer it (413 past Envoy's limit), so it takes a reused
+    /// answer if there is one and is otherwise rotated without the API (asked next time).
+    pub can_wait: bool,
+}
+
+// `Identity` compares JSON values, which are `Eq`; `Decision` is `Eq`.
+impl Eq for Rotation {}
+
+/// The decision for `rotation` given the login API's `answer` (SPEC.md, Upstream session):
+/// renewed: four new cookies (identity from `userData` when sent), ended: deny / 401 "Session
+/// ended" with four clearing cookies, outage: the rotation as without `login_refresh_path`.
+/// `now` is Unix seconds.
+pub fn settle(cfg: &Config, rotation: &Rotation, answer: &RefreshAnswer, now: u64) -> Decision {
+    let req = &rotation.request;
+    match answer {
+        RefreshAnswer::Ended => ended(cfg, rotation),
+        RefreshAnswer::Outage => {
+            let Ok(pair) = tokens::mint_pair(cfg, &rotation.identity, now) else {
+                return session::deny(cfg, req, Outcome::InternalError);
+            };
+            match rotation.route {
+                Route::Protected => {
+                    session::forward_rotated(cfg, req, &rotation.identity, &pair.access, &pair.refresh, None, Outcome::RotatedInline)
+                }
+                Route::RefreshRoute => session::refreshed(cfg, &pair, None),
+            }
+        }
+        RefreshAnswer::Renewed(renewal) => {
+            let identity = renewal.identity.as_ref().unwrap_or(&rotation.identity);
+            let Ok(pair) = tokens::mint_pair(cfg, identity, now) else {
+                return session::deny(cfg, req, Outcome::InternalError);
+            };
+            let upstream_refresh = renewal.refresh_token.as_deref().unwrap_or(&rotation.upstream_refresh);
+            let upstream = Some((renewal.access_token.as_str(), upstream_refresh));
+            match rotation.route {
+                Route::Protected => {
+                    session::forward_rotated(cfg, req, identity, &pair.access, &pair.refresh, upstream, Outcome::RotatedInline)
+                }
+                Route::RefreshRoute => session::refreshed(cfg, &pair, upstream),
+            }
+        }
+    }
+}
+
+fn ended(cfg: &Config, rotation: &Rotation) -> Decision {
+    match rotation.route {
+        Route::Protected => session::deny(cfg, &rotation.request, Outcome::DeniedSessionEnded),
+        Route::RefreshRoute => Decision::Respond(
+            LocalReply::json(Outcome::DeniedSessionEnded, 401, r#"{"error":"Session ended"}"#)
+                .with_cookies(cfg.cookies.clear_all()),
+        ),
+    }
+}
+
+/// The answer for a rotation without an upstream `refreshToken` cookie: the session cannot be
+/// confirmed, deny (the refresh route: 401 "Session ended").
+pub fn unconfirmed(cfg: &Config, route: Route, req: &RequestView) -> Decision {
+    match route {
+        Route::Protected => session::deny(cfg, req, Outcome::DeniedNoUpstreamSession),
+        Route::RefreshRoute => Decision::Respond(
+            LocalReply::json(Outcome::DeniedNoUpstreamSession, 401, r#"{"error":"Session ended"}"#)
+                .with_cookies(cfg.cookies.clear_all()),
+        ),
+    }
+}
+
+/// Decisions for the shell to carry out, each for the request context it names, and outcomes
+/// to count once each (call-level metrics).
+#[derive(Debug, Default, PartialEq)]
+pub struct Settled {
+    pub decisions: Vec<(u32, Decision)>,
+    pub counts: Vec<Outcome>,
+}
+
+/// What `join` says about one rotation.
+#[derive(Debug, PartialEq)]
+pub enum Joined {
+    /// Decided now (a reused answer, or no call possible): carry it out and count `counts`.
+    Now { decision: Decision, counts: Vec<Outcome> },
+    /// The request waits; `dispatch` is true when it queued a new call (the shell must get the
+    /// root context to run `take_queued` soon). `counts` are outcomes to count now.
+    Wait { dispatch: bool, counts: Vec<Outcome> },
+}
+
+/// An opaque handle on a queued call, for [`UpstreamCalls::dispatched`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CallId(u64);
+
+type Key = [u8; 32];
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for the root context to dispatch it.
+    Queued(OutboundCall),
+    /// Dispatched (or being dispatched); `token` once the host gave one.
+    InFlight { token: Option<u32> },
+    /// The answer, reused until `until_ms`.
+    Answered { answer: RefreshAnswer, until_ms: u64 },
+}
+
+#[derive(Debug)]
+struct Entry {
+    id: CallId,
+    state: State,
+    /// Requests waiting on the call, by context id.
+    waiters: Vec<(u32, Rotation)>,
+    /// When the requests stop waiting: queued time + `login_timeout_ms` + [`GRACE_MS`].
+    deadline_ms: u64,
+}
+
+/// The per-VM store of login API refresh calls and their answers (see module doc).
+pub struct UpstreamCalls {
+    hash_key: Key,
+    entries: HashMap<Key, Entry>,
+    /// Insertion order of `entries`, for eviction (may hold keys already removed).
+    order: VecDeque<Key>,
+    by_id: HashMap<CallId, Key>,
+    by_token: HashMap<u32, Key>,
+    /// Which entry each waiting context waits on.
+    waiting: HashMap<u32, Key>,
+    next_id: u64,
+}
+
+impl UpstreamCalls {
+    /// An empty store; `hash_key` must be random (the shell draws it once per VM).
+    pub fn new(hash_key: [u8; 32]) -> Self {
+        UpstreamCalls {
+            hash_key,
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            by_id: HashMap::new(),
+            by_token: HashMap::new(),
+            waiting: HashMap::new(),
+            next_id: 0,
+        }
+    }
+
+    fn key(&self, refresh_token: &str) -> Key {
+        hmac_sha256::HMAC::mac(refresh_token.as_bytes(), self.hash_key)
+    }
+
+    /// How many requests wait now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// How many sessions (calls and reusable answers) the store holds.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the store holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The tick period the shell should set now, in milliseconds; `None`: no tick needed.
+    pub fn tick_period_ms(&self) -> Option<u64> {
+        let queued = self.entries.values().any(|e| matches!(e.state, State::Queued(_)));
+        if queued {
+            Some(DISPATCH_TICK_MS)
+        } else if !self.waiting.is_empty() {
+            Some(DEADLINE_TICK_MS)
+        } else {
+            None
+        }
+    }
+
+    /// A rotation of request `context_id`: decided now from a reused answer, or waiting on
+    /// the session's call (queued here if there is none). A request that cannot wait, or
+    /// that finds the store full, is rotated as in an outage.
+    pub fn join(&mut self, cfg: &Config, context_id: u32, rotation: Rotation, now_ms: u64) -> Joined {
+        let now = now_ms / 1000;
+        let key = self.key(&rotation.upstream_refresh);
+        let outage = |rotation: &Rotation, counts: Vec<Outcome>| Joined::Now {
+            decision: settle(cfg, rotation, &RefreshAnswer::Outage, now),
+            counts,
+        };
+        if let Some(entry) = self.entries.get(&key) {
+            if let State::Answered { until_ms, .. } = entry.state {
+                if until_ms <= now_ms {
+                    self.remove(&key);
+                }
+            }
+        }
+        match self.entries.get_mut(&key) {
+            Some(Entry { state: State::Answered { answer, .. }, .. }) => Joined::Now {
+                decision: settle(cfg, &rotation, answer, now),
+                counts: vec![Outcome::UpstreamRefreshCoalesced],
+            },
+            Some(entry) => {
+                if !rotation.can_wait || self.waiting.len() >= MAX_WAITERS {
+                    return outage(&rotation, Vec::new());
+                }
+                entry.waiters.push((context_id, rotation));
+                self.waiting.insert(context_id, key);
+                Joined::Wait { dispatch: false, counts: vec![Outcome::UpstreamRefreshCoalesced] }
+            }
+            None => {
+                if !rotation.can_wait {
+                    return outage(&rotation, Vec::new());
+                }
+                let Some(call) = upstream::login_refresh_call(cfg, &rotation.upstream_refresh) else {
+                    return outage(&rotation, Vec::new());
+                };
+                if (self.entries.len() >= MAX_SESSIONS && !self.evict_one()) || self.waiting.len() >= MAX_WAITERS {
+                    return outage(&rotation, vec![Outcome::UpstreamRefreshOutage]);
+                }
+                let timeout_ms = u64::try_from(cfg.login.timeout.as_millis()).unwrap_or(u64::MAX);
+                let id = CallId(self.next_id);
+                self.next_id = self.next_id.wrapping_add(1);
+                self.entries.insert(key, Entry {
+                    id,
+                    state: State::Queued(call),
+                    waiters: vec![(context_id, rotation)],
+                    deadline_ms: now_ms.saturating_add(timeout_ms).saturating_add(GRACE_MS),
+                });
+                self.order.push_back(key);
+                self.by_id.insert(id, key);
+                self.waiting.insert(context_id, key);
+                Joined::Wait { dispatch: true, counts: Vec::new() }
+            }
+        }
+    }
+
+    /// Drops the oldest reusable answer; false when every entry is a call still going on.
+    fn evict_one(&mut self) -> bool {
+        let answered = self.order.iter().position(|k| {
+            self.entries.get(k).is_some_and(|e| matches!(e.state, State::Answered { .. }))
+        });
+        match answered.and_then(|i| self.order.remove(i)) {
+            Some(key) => {
+                self.remove(&key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<Entry> {
+        let entry = self.entries.remove(key)?;
+        self.by_id.remove(&entry.id);
+        if let State::InFlight { token: Some(token) } = entry.state {
+            self.by_token.remove(&token);
+        }
+        for (context_id, _) in &entry.waiters {
+            self.waiting.remove(context_id);
+        }
+        self.order.retain(|k| k != key);
+        Some(entry)
+    }
+
+    /// Request `context_id` is gone (its stream ended): it no longer waits. The call goes on.
+    pub fn leave(&mut self, context_id: u32) {
+        if let Some(key) = self.waiting.remove(&context_id) {
+            if let Some(entry) = self.entries.get_mut(&key) {
+                entry.waiters.retain(|(id, _)| *id != context_id);
+            }
+        }
+    }
+
+    /// The calls to dispatch now; each is then in flight until [`Self::dispatched`] gives its
+    /// token (or its failure).
+    pub fn take_queued(&mut self) -> Vec<(CallId, OutboundCall)> {
+        let mut calls = Vec::new();
+        for entry in self.entries.values_mut() {
+            if matches!(entry.state, State::Queued(_)) {
+                if let State::Queued(call) = std::mem::replace(&mut entry.state, State::InFlight { token: None }) {
+                    calls.push((entry.id, call));
+                }
+            }
+        }
+        calls
+    }
+
+    /// The host's answer to dispatching call `id`: its token, or an error, which answers every
+    /// waiting request as an outage.
+    pub fn dispatched(&mut self, cfg: &Config, id: CallId, result: Result<u32, CallError>, now_ms: u64) -> Settled {
+        let Some(key) = self.by_id.get(&id).copied() else { return Settled::default() };
+        match result {
+            Ok(token) => {
+                if let Some(entry) = self.entries.get_mut(&key) {
+                    entry.state = State::InFlight { token: Some(token) };
+                    self.by_token.insert(token, key);
+                }
+                Settled::default()
+            }
+            Err(error) => self.answer(cfg, key, Err(&error), now_ms),
+        }
+    }
+
+    /// The login API's answer to the call with host token `token` (`Err` when Envoy reported
+    /// no answer: timeout, reset, refused connection). Unknown tokens settle nothing.
+    pub fn on_answer(&mut self, cfg: &Config, token: u32, reply: Result<&UpstreamReply, &CallError>, now_ms: u64) -> Settled {
+        match self.by_token.remove(&token) {
+            Some(key) => self.answer(cfg, key, reply, now_ms),
+            None => Settled::default(),
+        }
+    }
+
+    fn answer(&mut self, cfg: &Config, key: Key, reply: Result<&UpstreamReply, &CallError>, now_ms: u64) -> Settled {
+        let answer = upstream::parse_login_refresh_reply(cfg, reply);
+        let count = match answer {
+            RefreshAnswer::Renewed(_) => Outcome::UpstreamRefreshRenewed,
+            RefreshAnswer::Ended => Outcome::UpstreamRefreshEnded,
+            RefreshAnswer::Outage => Outcome::UpstreamRefreshOutage,
+        };
+        self.settle_entry(cfg, key, answer, vec![count], now_ms)
+    }
+
+    /// Answers every waiter of entry `key` with `answer` and keeps the answer for reuse.
+    fn settle_entry(&mut self, cfg: &Config, key: Key, answer: RefreshAnswer, counts: Vec<Outcome>, now_ms: u64) -> Settled {
+        let Some(entry) = self.entries.get_mut(&key) else { return Settled::default() };
+        let waiters = std::mem::take(&mut entry.waiters);
+        if let State::InFlight { token: Some(token) } = entry.state {
+            self.by_token.remove(&token);
+        }
+        let now = now_ms / 1000;
+        let decisions = waiters
+            .into_iter()
+            .map(|(context_id, rotation)| {
+                self.waiting.remove(&context_id);
+                (context_id, settle(cfg, &rotation, &answer, now))
+            })
+            .collect();
+        entry.state = State::Answered { answer, until_ms: now_ms.saturating_add(REUSE_MS) };
+        Settled { decisions, counts }
+    }
+
+    /// Enforces deadlines: requests whose call has not answered by its deadline are answered
+    /// as in an outage (and that answer is reused, so the session does not call again at once);
+    /// reusable answers past [`REUSE_MS`] are dropped.
+    pub fn tick(&mut self, cfg: &Config, now_ms: u64) -> Settled {
+        let expired: Vec<Key> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| match e.state {
+                State::Answered { until_ms, .. } => until_ms <= now_ms,
+                State::Queued(_) | State::InFlight { .. } => e.deadline_ms <= now_ms,
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        let mut settled = Settled::default();
+        for key in expired {
+            let answered = self.entries.get(&key).is_some_and(|e| matches!(e.state, State::Answered { .. }));
+            if answered {
+                self.remove(&key);
+            } else {
+                let more = self.settle_entry(cfg, key, RefreshAnswer::Outage, vec![Outcome::UpstreamRefreshOutage], now_ms);
+                settled.decisions.extend(more.decisions);
+                settled.counts.extend(more.counts);
+            }
+        }
+        settled
+    }
+}
+
+/// The decision for a protected request or the refresh route once its ETLS refresh token
+/// verified, when `login_refresh_path` is set: no upstream `refreshToken` denies, else join the
+/// shared call. `None` when `login_refresh_path` is not set.
+pub fn rotation(cfg: &Config, route: Route, req: &RequestView, identity: &Identity) -> Option<Decision> {
+    cfg.login_refresh_path.as_ref()?;
+    let cookie_header = req.cookie.as_deref().unwrap_or_default();
+    let Some(upstream_refresh) = cookies::find(cookie_header, &cfg.cookies.names.upstream_refresh) else {
+        return Some(unconfirmed(cfg, route, req));
+    };
+    Some(Decision::Join(Box::new(Rotation {
+        route,
+        request: req.clone(),
+        identity: identity.clone(),
+        upstream_refresh: upstream_refresh.to_owned(),
+        can_wait: can_hold_body(cfg, req),
+    })))
+}
+
+/// True when the request may be held while the login API is asked: no body follows, or its
+/// `Content-Length` is at most `max_login_body_bytes` (the body size the filter already holds
+/// for logins), far below Envoy's buffer limit.
+pub fn can_hold_body(cfg: &Config, req: &RequestView) -> bool {
+    req.end_of_stream || req.content_length.is_some_and(|len| len <= cfg.max_login_body_bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::decide;
+    use crate::core::upstream::Renewal;
+    use crate::core::testing::*;
+    use serde_json::json;
+
+    const NOW_MS: u64 = NOW * 1000;
+
+    fn cfg() -> Config {
+        config_with(json!({"login_refresh_path": "/refresh", "login_timeout_ms": 1000}))
+    }
+
+    fn cookie(up_refresh: &str) -> String {
+        format!("theme=dark; accessTokenEtls={}; refreshTokenEtls={}; accessToken=ua-old; refreshToken={up_refresh}", access(NOW - 100), refresh(NOW + 100))
+    }
+
+    fn rotation_for(cfg: &Config, method: &str, path: &str, up_refresh: &str) -> Rotation {
+        match decide(cfg, &req(method, path, Some(&cookie(up_refresh))), NOW) {
+            Decision::Join(rotation) => *rotation,
+            other => panic!("expected a join, got {other:?}"),
+        }
+    }
+
+    fn reply(status: u32, body: serde_json::Value) -> UpstreamReply {
+        let body = body.to_string().into_bytes();
+        UpstreamReply { status, headers: vec![], body_size: body.len(), body }
+    }
+
+    fn renewed() -> UpstreamReply {
+        reply(200, json!({"accessToken": "ua-new", "refreshToken": "ur-new", "userData": {"id": 42, "role": "viewer"}}))
+    }
+
+    fn set_cookies(d: &Decision) -> Vec<String> {
+        match d {
+            Decision::Forward(f) => f.set_cookies.clone(),
+            Decision::Respond(r) => r.headers().iter().filter(|(n, _)| n == "set-cookie").map(|(_, v)| v.clone()).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn outcome(d: &Decision) -> Outcome {
+        match d {
+            Decision::Forward(f) => f.outcome,
+            Decision::Respond(r) => r.outcome,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn cookie_edit(d: &Decision) -> String {
+        let Decision::Forward(f) = d else { panic!("{d:?}") };
+        f.header_edits.iter().find(|(n, _)| n == "cookie").and_then(|(_, v)| v.clone()).unwrap()
+    }
+
+    #[test]
+    fn the_call_is_post_login_refresh_path_with_the_refresh_token() {
+        let call = upstream::login_refresh_call(&cfg(), "ur\"1").unwrap();
+        assert_eq!(call.cluster, "login_api");
+        assert_eq!(call.headers, [
+            (":method".to_owned(), "POST".to_owned()),
+            (":path".to_owned(), "/refresh".to_owned()),
+            (":authority".to_owned(), "login_api".to_owned()),
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("accept".to_owned(), "application/json".to_owned()),
+        ]);
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(call.body.as_deref().unwrap()).unwrap(), json!({"refreshToken": "ur\"1"}));
+        assert_eq!(call.timeout, std::time::Duration::from_millis(1000));
+        assert!(upstream::login_refresh_call(&config(), "x").is_none(), "no login_refresh_path, no call");
+    }
+
+    #[test]
+    fn answers_are_classified_per_contract() {
+        let c = cfg();
+        let parse = |r: UpstreamReply| upstream::parse_login_refresh_reply(&c, Ok(&r));
+        assert!(matches!(parse(renewed()), RefreshAnswer::Renewed(ref r) if r.refresh_token.as_deref() == Some("ur-new")));
+        let RefreshAnswer::Renewed(r) = parse(reply(201, json!({"accessToken": "a"}))) else { panic!() };
+        assert_eq!((r.refresh_token, r.identity), (None, None));
+        assert_eq!(parse(reply(401, json!({}))), RefreshAnswer::Ended);
+        assert_eq!(parse(reply(403, json!({}))), RefreshAnswer::Ended);
+        let under = "A".repeat(4020);
+        assert!(matches!(parse(reply(200, json!({"accessToken": under}))), RefreshAnswer::Renewed(_)));
+        let outages = [
+            reply(500, json!({})), reply(429, json!({})), reply(404, json!({})), reply(302, json!({})), reply(0, json!({})),
+            reply(200, json!([])), reply(200, json!({"refreshToken": "r"})), reply(200, json!({"accessToken": 1})),
+            reply(200, json!({"accessToken": "a", "refreshToken": 2})), reply(200, json!({"accessToken": "a", "userData": {"role": "x"}})),
+            reply(200, json!({"accessToken": "a", "userData": "x"})), reply(200, json!({"accessToken": "a;b"})),
+            reply(200, json!({"accessToken": "a", "refreshToken": "r r"})), reply(200, json!({"accessToken": "A".repeat(4030)})),
+            reply(200, json!({"accessToken": "a", "refreshToken": "R".repeat(4030)})),
+            UpstreamReply { body_size: 10_000_000, ..renewed() },
+        ];
+        for o in outages {
+            assert_eq!(parse(o.clone()), RefreshAnswer::Outage, "{o:?}");
+        }
+        assert_eq!(upstream::parse_login_refresh_reply(&c, Err(&CallError::NoResponse)), RefreshAnswer::Outage);
+    }
+
+    #[test]
+    fn settle_maps_each_answer_for_both_routes() {
+        let c = cfg();
+        let rot = rotation_for(&c, "GET", "/x", "ur-old");
+        let RefreshAnswer::Renewed(renewal) = upstream::parse_login_refresh_reply(&c, Ok(&renewed())) else { panic!() };
+        let d = settle(&c, &rot, &RefreshAnswer::Renewed(renewal.clone()), NOW);
+        assert_eq!(outcome(&d), Outcome::RotatedInline);
+        let sc = set_cookies(&d);
+        assert_eq!(sc.len(), 4);
+        assert!(sc[0].starts_with("accessToken=ua-new; ") && sc[1].starts_with("refreshToken=ur-new; "), "{sc:?}");
+        let new_access = cookies::value_in_set_cookie(&sc[2], "accessTokenEtls").unwrap();
+        let new_refresh = cookies::value_in_set_cookie(&sc[3], "refreshTokenEtls").unwrap();
+        assert_eq!(payload(new_access)["role"], json!("viewer"), "the role from userData");
+        assert_eq!(cookie_edit(&d), format!("theme=dark; accessToken=ua-new; refreshToken=ur-new; accessTokenEtls={new_access}; refreshTokenEtls={new_refresh}"));
+        let Decision::Forward(f) = &d else { panic!() };
+        assert!(f.header_edits.contains(&("x-etls-role".to_owned(), Some("viewer".to_owned()))));
+
+        // No new refreshToken, no userData: the current one is set again, identity from ETLS.
+        let kept = Renewal { refresh_token: None, identity: None, ..renewal };
+        let d = settle(&c, &rot, &RefreshAnswer::Renewed(kept), NOW);
+        let sc = set_cookies(&d);
+        assert!(sc[1].starts_with("refreshToken=ur-old; "), "{sc:?}");
+        assert_eq!(payload(cookies::value_in_set_cookie(&sc[2], "accessTokenEtls").unwrap())["role"], json!("admin"));
+
+        let d = settle(&c, &rot, &RefreshAnswer::Ended, NOW);
+        assert_eq!((outcome(&d), set_cookies(&d)), (Outcome::DeniedSessionEnded, c.cookies.clear_all().to_vec()));
+        let d = settle(&c, &rot, &RefreshAnswer::Outage, NOW);
+        assert_eq!((outcome(&d), set_cookies(&d).len()), (Outcome::RotatedInline, 2));
+        assert!(cookie_edit(&d).starts_with("theme=dark; accessToken=ua-old; refreshToken=ur-old; accessTokenEtls="), "{}", cookie_edit(&d));
+
+        let route = rotation_for(&c, "POST", "/api/auth/refreshtoken", "ur-old");
+        assert_eq!(route.route, Route::RefreshRoute);
+        let Decision::Respond(r) = settle(&c, &route, &RefreshAnswer::Ended, NOW) else { panic!() };
+        assert_eq!((r.status, r.body.as_slice()), (401, &br#"{"error":"Session ended"}"#[..]));
+        let Decision::Respond(r) = settle(&c, &route, &RefreshAnswer::Outage, NOW) else { panic!() };
+        assert_eq!((r.status, r.headers().iter().filter(|(n, _)| n == "set-cookie").count()), (200, 2));
+    }
+
+    #[test]
+    fn without_an_upstream_refresh_token_the_session_cannot_be_confirmed() {
+        let c = cfg();
+        let no_upstream = format!("accessTokenEtls={}; refreshTokenEtls={}", access(NOW - 100), refresh(NOW + 100));
+        let d = decide(&c, &req("GET", "/x", Some(&no_upstream)), NOW);
+        assert_eq!((outcome(&d), set_cookies(&d).len()), (Outcome::DeniedNoUpstreamSession, 4));
+        let Decision::Respond(r) = decide(&c, &req("POST", "/api/auth/refreshtoken", Some(&no_upstream)), NOW) else { panic!() };
+        assert_eq!((r.status, r.body.as_slice()), (401, &br#"{"error":"Session ended"}"#[..]));
+    }
+
+    #[test]
+    fn with_a_refresh_cluster_the_refresh_route_asks_and_big_bodies_do_not_wait() {
+        let c = config_with(json!({"login_refresh_path": "/refresh", "refresh_cluster": "etls_refresh"}));
+        let d = decide(&c, &req("GET", "/x", Some(&cookie("u"))), NOW);
+        assert!(matches!(d, Decision::Call(ref call) if call.kind == crate::core::decision::CallKind::Refresh), "{d:?}");
+        let mut big = req("POST", "/upload", Some(&cookie("u")));
+        big.end_of_stream = false;
+        big.content_length = Some(10_000_000);
+        assert!(matches!(decide(&c, &big, NOW), Decision::Join(ref r) if !r.can_wait));
+        big.content_length = Some(16_384);
+        assert!(matches!(decide(&c, &big, NOW), Decision::Call(_)), "a small body is held");
+        big.content_length = None;
+        assert!(matches!(decide(&c, &big, NOW), Decision::Join(ref r) if !r.can_wait), "chunked: size unknown");
+    }
+
+    fn store() -> UpstreamCalls {
+        UpstreamCalls::new([7; 32])
+    }
+
+    #[test]
+    fn a_burst_shares_one_call_and_the_answer_is_reused_for_30_s() {
+        let c = cfg();
+        let mut s = store();
+        assert_eq!(s.join(&c, 10, rotation_for(&c, "GET", "/a", "ur"), NOW_MS), Joined::Wait { dispatch: true, counts: vec![] });
+        assert_eq!(s.tick_period_ms(), Some(DISPATCH_TICK_MS));
+        for id in 11..74 {
+            let joined = s.join(&c, id, rotation_for(&c, "GET", &format!("/b/{id}"), "ur"), NOW_MS + 5);
+            assert_eq!(joined, Joined::Wait { dispatch: false, counts: vec![Outcome::UpstreamRefreshCoalesced] });
+        }
+        let queued = s.take_queued();
+        assert_eq!(queued.len(), 1);
+        assert!(s.take_queued().is_empty());
+        assert_eq!(s.dispatched(&c, queued[0].0, Ok(99), NOW_MS + 6), Settled::default());
+        assert_eq!(s.tick_period_ms(), Some(DEADLINE_TICK_MS));
+        assert_eq!(s.on_answer(&c, 98, Ok(&renewed()), NOW_MS + 7), Settled::default(), "unknown token");
+        let settled = s.on_answer(&c, 99, Ok(&renewed()), NOW_MS + 300);
+        assert_eq!(settled.counts, [Outcome::UpstreamRefreshRenewed]);
+        assert_eq!(settled.decisions.len(), 64);
+        let mut ids: Vec<u32> = settled.decisions.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (10..74).collect::<Vec<_>>());
+        for (_, d) in &settled.decisions {
+            let sc = set_cookies(d);
+            assert!(sc[0].starts_with("accessToken=ua-new;") && sc[1].starts_with("refreshToken=ur-new;"));
+        }
+        // Each waiter got its own request's decision.
+        let d10 = &settled.decisions.iter().find(|(id, _)| *id == 10).unwrap().1;
+        assert!(cookie_edit(d10).starts_with("theme=dark; accessToken=ua-new"));
+        assert_eq!(s.waiting(), 0);
+        assert_eq!(s.tick_period_ms(), None);
+        assert!(s.on_answer(&c, 99, Ok(&renewed()), NOW_MS + 301).decisions.is_empty(), "answered once");
+
+        // Reused within 30 s, also for a request that cannot wait; asked again after.
+        let again = s.join(&c, 80, rotation_for(&c, "GET", "/c", "ur"), NOW_MS + 300 + REUSE_MS - 1);
+        assert!(matches!(again, Joined::Now { ref counts, .. } if counts == &[Outcome::UpstreamRefreshCoalesced]));
+        let mut no_wait = rotation_for(&c, "GET", "/c", "ur");
+        no_wait.can_wait = false;
+        let Joined::Now { decision, .. } = s.join(&c, 81, no_wait, NOW_MS + 1000) else { panic!() };
+        assert_eq!(set_cookies(&decision).len(), 4, "a reused renewal needs no wait");
+        assert_eq!(s.join(&c, 82, rotation_for(&c, "GET", "/c", "ur"), NOW_MS + 300 + REUSE_MS), Joined::Wait { dispatch: true, counts: vec![] });
+    }
+
+    #[test]
+    fn sessions_do_not_share_answers() {
+        let c = cfg();
+        let mut s = store();
+        assert!(matches!(s.join(&c, 1, rotation_for(&c, "GET", "/", "ur-1"), NOW_MS), Joined::Wait { dispatch: true, .. }));
+        assert!(matches!(s.join(&c, 2, rotation_for(&c, "GET", "/", "ur-2"), NOW_MS), Joined::Wait { dispatch: true, .. }));
+        let queued = s.take_queued();
+        assert_eq!(queued.len(), 2);
+        let bodies: Vec<String> = queued.iter().map(|(_, call)| String::from_utf8(call.body.clone().unwrap()).unwrap()).collect();
+        assert!(bodies.contains(&r#"{"refreshToken":"ur-1"}"#.to_owned()) && bodies.contains(&r#"{"refreshToken":"ur-2"}"#.to_owned()));
+    }
+
+    #[test]
+    fn waiters_get_an_outage_answer_by_the_deadline_and_leavers_none() {
+        let c = cfg();
+        let mut s = store();
+        s.join(&c, 1, rotation_for(&c, "GET", "/", "ur"), NOW_MS);
+        s.join(&c, 2, rotation_for(&c, "GET", "/", "ur"), NOW_MS + 10);
+        s.join(&c, 3, rotation_for(&c, "GET", "/", "ur"), NOW_MS + 20);
+        let (id, _) = s.take_queued()[0];
+        s.dispatched(&c, id, Ok(5), NOW_MS + 1);
+        s.leave(2);
+        assert_eq!(s.waiting(), 2);
+        let deadline = NOW_MS + 1000 + GRACE_MS;
+        assert_eq!(s.tick(&c, deadline - 1), Settled::default());
+        let settled = s.tick(&c, deadline);
+        assert_eq!(settled.counts, [Outcome::UpstreamRefreshOutage]);
+        let ids: Vec<u32> = settled.decisions.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [1, 3]);
+        assert!(settled.decisions.iter().all(|(_, d)| outcome(d) == Outcome::RotatedInline && set_cookies(d).len() == 2));
+        assert!(s.on_answer(&c, 5, Ok(&renewed()), deadline + 5).decisions.is_empty(), "a late answer is dropped");
+        assert!(matches!(s.join(&c, 4, rotation_for(&c, "GET", "/", "ur"), deadline + 10), Joined::Now { .. }), "outage reused");
+        assert_eq!(s.tick(&c, deadline + REUSE_MS), Settled::default());
+        assert!(s.is_empty(), "expired answers are dropped by the tick");
+    }
+
+    #[test]
+    fn a_failed_dispatch_answers_every_waiter_as_an_outage() {
+        let c = cfg();
+        let mut s = store();
+        s.join(&c, 1, rotation_for(&c, "GET", "/", "ur"), NOW_MS);
+        s.join(&c, 2, rotation_for(&c, "GET", "/", "ur"), NOW_MS);
+        let (id, _) = s.take_queued()[0];
+        let settled = s.dispatched(&c, id, Err(CallError::Dispatch("BadArgument".into())), NOW_MS);
+        assert_eq!((settled.decisions.len(), settled.counts), (2, vec![Outcome::UpstreamRefreshOutage]));
+    }
+
+    #[test]
+    fn the_store_is_bounded() {
+        let c = cfg();
+        let mut s = store();
+        for i in 0..MAX_SESSIONS as u32 {
+            assert!(matches!(s.join(&c, i, rotation_for(&c, "GET", "/", &format!("ur-{i}")), NOW_MS), Joined::Wait { dispatch: true, .. }));
+        }
+        let full = s.join(&c, 5000, rotation_for(&c, "GET", "/", "ur-new"), NOW_MS);
+        let Joined::Now { decision, counts } = full else { panic!("{full:?}") };
+        assert_eq!((outcome(&decision), counts), (Outcome::RotatedInline, vec![Outcome::UpstreamRefreshOutage]));
+        // Once answered, the oldest answers make room.
+        let settled = s.tick(&c, NOW_MS + 1000 + GRACE_MS);
+        assert_eq!(settled.decisions.len(), MAX_SESSIONS);
+        assert!(matches!(s.join(&c, 5001, rotation_for(&c, "GET", "/", "ur-new"), NOW_MS + 2000), Joined::Wait { dispatch: true, .. }));
+        assert_eq!(s.len(), MAX_SESSIONS);
+    }
+
+    #[test]
+    fn keys_are_keyed_hashes_not_tokens() {
+        let a = UpstreamCalls::new([1; 32]);
+        let b = UpstreamCalls::new([2; 32]);
+        assert_ne!(a.key("ur"), b.key("ur"));
+        assert_ne!(a.key("ur").to_vec(), b"ur".to_vec());
+        assert_eq!(a.key("ur"), a.key("ur"));
+    }
+}
