@@ -95,7 +95,8 @@ wait_ready() {
 python3 demo/login_api.py --port "$LOGIN_API_PORT" >"$RUN_DIR/login_api.log" 2>&1 &
 PIDS+=($!); wait_ready login_api "http://127.0.0.1:$LOGIN_API_PORT/healthz" "$!"
 
-python3 demo/app.py --port "$APP_PORT" >"$RUN_DIR/app.log" 2>&1 &
+# The app reads the filter's counters from Envoy's admin API for its signed-in page.
+python3 demo/app.py --port "$APP_PORT" --envoy-admin "http://127.0.0.1:$ADMIN_PORT" >"$RUN_DIR/app.log" 2>&1 &
 PIDS+=($!); wait_ready app "http://127.0.0.1:$APP_PORT/healthz" "$!"
 
 # Run from the repository root: envoy.yaml names the wasm file relative to it.

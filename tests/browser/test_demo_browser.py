@@ -302,6 +302,11 @@ def test_sign_in_rotate_and_log_out_in_chromium(demo, browser):
     assert b.execute_script("return document.cookie") == ""
     assert text_of(b, "js-cookies") == "(empty)"
 
+    # Leave the live page (its polls of /session.json would rotate the session themselves): the
+    # rotation below is the one a page load gets. /whoami renews the access cookie if it is gone.
+    b.get(demo.base + "/whoami")
+    jar = cookies_by_name(b)
+    assert sorted(jar) == sorted(ALL_COOKIES)
     old = {name: jar[name]["value"] for name in ALL_COOKIES}
     old_access = jwt_claims(old["accessTokenEtls"])
     assert old_access["exp"] - old_access["iat"] == ACCESS_TTL_S
@@ -313,7 +318,7 @@ def test_sign_in_rotate_and_log_out_in_chromium(demo, browser):
     while time.time() < wait_until:  # bounded: at most ACCESS_TTL_S + CLOCK_SKEW_S + 1 s
         time.sleep(0.2)
     assert "accessTokenEtls" not in cookies_by_name(b)
-    b.refresh()
+    b.get(demo.base + "/")
     assert path_of(b) == "/"
     assert b.find_element(By.TAG_NAME, "h1").text == "Protected page"
     assert text_of(b, "user-name") == "Alice Admin"
@@ -341,6 +346,58 @@ def test_sign_in_rotate_and_log_out_in_chromium(demo, browser):
     assert parse_qs(urlsplit(b.current_url).query) == {"next": ["/"]}
 
 
+def stat_value(driver, name):
+    """A counter of the page's panel as a number, or None while it shows no number."""
+    text = text_of(driver, f"stat-{name}")
+    return int(text) if text.isdigit() else None
+
+
+def test_signed_in_page_counts_down_shows_rotations_and_counters(demo, browser):
+    b = browser
+    b.delete_all_cookies()
+    b.get(demo.base + "/login?next=%2F")
+    submit_login(b, *ALICE)
+    wait_for(b, on_page("/", "token-countdown"), "the signed-in page")
+    first_iat = text_of(b, "token-iat")
+
+    # The countdown runs in the page: "expires in N s", N at most the access TTL, going down.
+    def seconds_left(d):
+        text = text_of(d, "token-countdown")
+        return int(text.split()[2]) if text.startswith("expires in ") else None
+    first = wait_for(b, seconds_left, "the countdown")
+    assert 1 <= first <= ACCESS_TTL_S
+    wait_for(b, lambda d: (seconds_left(d) or first) < first, "the countdown to go down")
+
+    # The filter's counters, from Envoy's admin stats: at least this login and the page's polls.
+    wait_for(b, lambda d: (stat_value(d, "logins") or 0) >= 1 and (stat_value(d, "verified") or 0) >= 1,
+             "the counters panel")
+    rotations_before = stat_value(b, "rotations")
+    assert rotations_before is not None and stat_value(b, "denials") is not None
+    b.save_screenshot(str(OUT / "countdown.png"))
+
+    # The browser drops the access cookie after Max-Age (the TTL); the next poll is rotated by the
+    # filter and the page lists it, with the new token's times.
+    rotation = wait_for(b, lambda d: d.find_elements(By.CSS_SELECTOR, "#rotations li"), "a rotation on the page")
+    assert "new access token" in rotation[0].text
+    assert text_of(b, "token-iat") != first_iat
+    assert not b.find_element(By.ID, "rotations-empty").is_displayed()
+    wait_for(b, lambda d: (seconds_left(d) or 0) >= 1, "the countdown of the new token")
+    wait_for(b, lambda d: (stat_value(d, "rotations") or 0) > rotations_before, "the rotation counter to move")
+    size = b.get_window_size()
+    b.set_window_size(1100, 1400)  # the whole page in the picture
+    try:
+        b.save_screenshot(str(OUT / "rotation.png"))
+    finally:
+        b.set_window_size(size["width"], size["height"])
+    assert (OUT / "rotation.png").stat().st_size > 0
+    # Still the same user, and the session cookies are still HttpOnly.
+    assert text_of(b, "user-name") == "Alice Admin" and text_of(b, "user-role") == "admin"
+    assert b.execute_script("return document.cookie") == ""
+    jar = cookies_by_name(b)
+    assert sorted(jar) == sorted(ALL_COOKIES)
+    assert jwt_claims(jar["accessTokenEtls"]["value"])["role"] == "admin"
+
+
 def test_string_id_user_and_unsafe_next_in_chromium(demo, browser):
     b = browser
     b.delete_all_cookies()
@@ -360,6 +417,11 @@ def test_string_id_user_and_unsafe_next_in_chromium(demo, browser):
     submit_login(b, *BOB)
     wait_for(b, lambda d: urlsplit(d.current_url).path == "/admin"
              and d.find_element(By.TAG_NAME, "h1").text == "Forbidden", "the forbidden page")
+    # The page says why: the session is fine, the role is not.
+    message = text_of(b, "message")
+    assert "Bob User is signed in, but has role user" in message, message
+    assert "/admin needs role admin" in message, message
+    b.save_screenshot(str(OUT / "forbidden.png"))
 
 
 def test_demo_sh_stops_every_process_on_sigterm(demo):
