@@ -51,7 +51,7 @@ fn fixture() -> Fixture {
 }
 
 fn request(cookie: Option<String>) -> RequestView {
-    RequestView { method: "GET".into(), path: "/app/dashboard?tab=1".into(), cookie, end_of_stream: true, ..RequestView::default() }
+    RequestView { method: "GET".into(), path: "/app/dashboard?tab=1".into(), cookie: cookie.map(String::into_bytes), end_of_stream: true, ..RequestView::default() }
 }
 
 /// A browser-like Cookie header: some analytics cookies around ours.
@@ -85,8 +85,8 @@ fn bench_cookies(c: &mut Criterion) {
     let f = fixture();
     let header = browser_cookie(&f.valid, &f.refresh);
     let names = &f.cfg.cookies.names;
-    c.bench_function("cookies/find_access_in_browser_header", |b| b.iter(|| cookies::find(black_box(&header), &names.access)));
-    c.bench_function("cookies/with_session", |b| b.iter(|| cookies::with_session(black_box(&header), names, &f.valid, &f.refresh)));
+    c.bench_function("cookies/find_access_in_browser_header", |b| b.iter(|| cookies::find(black_box(header.as_bytes()), &names.access)));
+    c.bench_function("cookies/with_session", |b| b.iter(|| cookies::with_values(black_box(header.as_bytes()), &[(&names.access, &f.valid), (&names.refresh, &f.refresh)])));
     c.bench_function("cookies/set_access", |b| b.iter(|| f.cfg.cookies.set_access(black_box(&f.valid))));
 }
 

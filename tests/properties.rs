@@ -228,14 +228,28 @@ fn cookie_pair() -> BoxedStrategy<String> {
     .boxed()
 }
 
-fn cookie_header() -> BoxedStrategy<Option<String>> {
+/// One segment of a Cookie header that is not a `name=value` cookie, or not UTF-8.
+fn odd_segment() -> BoxedStrategy<Vec<u8>> {
+    prop_oneof![
+        prop::sample::select(vec![&b"foo"[..], b"=bar", b"", b"  ", b"\t", b"a=\xff\xfe", b"\x80", b"n=\"q\"", b"refreshTokenEtls=\xff",
+                                  b" accessTokenEtls = \xc3\x28 ", b"\xa0accessTokenEtls=x"]).prop_map(<[u8]>::to_vec),
+        prop::collection::vec(any::<u8>().prop_filter("no ;", |b| *b != b';'), 0..12),
+    ]
+    .boxed()
+}
+
+fn cookie_header() -> BoxedStrategy<Option<Vec<u8>>> {
     prop_oneof![
         1 => Just(None),
         6 => (prop::collection::vec(cookie_pair(), 0..5), prop::sample::select(vec!["; ", ";", " ; ", ", ", ";;", "\t;"]))
-            .prop_map(|(pairs, sep)| Some(pairs.join(sep))),
-        1 => prop::collection::vec(any::<u8>(), 0..300).prop_map(|b| Some(lossy(b))),
+            .prop_map(|(pairs, sep)| Some(pairs.join(sep).into_bytes())),
+        // Real pairs mixed with nameless, non-UTF-8 and empty segments, oddly spaced.
+        3 => prop::collection::vec(prop_oneof![2 => cookie_pair().prop_map(String::into_bytes), 1 => odd_segment()], 0..7)
+            .prop_map(|segments| Some(segments.join(&b';'))),
+        1 => prop::collection::vec(any::<u8>(), 0..300).prop_map(Some),
+        1 => prop::collection::vec(any::<u8>(), 0..300).prop_map(|b| Some(lossy(b).into_bytes())),
         // Large: a valid pair buried in many junk cookies.
-        1 => (0usize..400, token()).prop_map(|(n, t)| Some(format!("{}accessTokenEtls={t}", "j=xxxxxxxxxxxxxxxxxxxxxxxx; ".repeat(n)))),
+        1 => (0usize..400, token()).prop_map(|(n, t)| Some(format!("{}accessTokenEtls={t}", "j=xxxxxxxxxxxxxxxxxxxxxxxx; ".repeat(n)).into_bytes())),
     ]
     .boxed()
 }
@@ -346,30 +360,33 @@ fn judge_catches_bypasses() {
     use etls_auth::core::decision::{Forward, LocalReply, Outcome, PublishedIdentity};
     let setups = setups();
     let setup = &setups[0];
-    let req = |path: &str, cookie: Option<String>| RequestView { method: "GET".into(), path: path.into(), cookie, end_of_stream: true, ..RequestView::default() };
+    let req = |path: &str, cookie: Option<String>| RequestView { method: "GET".into(), path: path.into(), cookie: cookie.map(String::into_bytes), end_of_stream: true, ..RequestView::default() };
     // Publishes the identity of its header edits (as the filter does), so that each case below
     // is caught for the fault it was built for.
     let publish = |edits: &[(String, Option<String>)]| {
         let value = |name: &str| edits.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.clone());
         value("x-etls-user-id").map(|user_id| PublishedIdentity { user_id, role: value("x-etls-role") })
     };
+    let bytes = |edits: Vec<(String, Option<String>)>| -> Vec<(String, Option<Vec<u8>>)> {
+        edits.into_iter().map(|(n, v)| (n, v.map(String::into_bytes))).collect()
+    };
     let forward = |outcome: Outcome, edits: Vec<(String, Option<String>)>, set_cookies: Vec<String>| {
         let identity = publish(&edits);
-        Decision::Forward(Forward { outcome, header_edits: edits, set_cookies, identity })
+        Decision::Forward(Forward { outcome, header_edits: bytes(edits), set_cookies, identity })
     };
     let id = |u: &str| vec![("x-etls-user-id".to_owned(), Some(u.to_owned())), ("x-etls-role".to_owned(), Some("admin".to_owned()))];
-    let strip = vec![("x-etls-user-id".to_owned(), None), ("x-etls-role".to_owned(), None)];
+    let strip: Vec<(String, Option<String>)> = vec![("x-etls-user-id".to_owned(), None), ("x-etls-role".to_owned(), None)];
     let valid = Some(format!("accessTokenEtls={}", judge::good_access(60)));
-    let unpublished = Decision::Forward(Forward { outcome: Outcome::SessionValid, header_edits: id("42"), set_cookies: vec![], identity: None });
+    let unpublished = Decision::Forward(Forward { outcome: Outcome::SessionValid, header_edits: bytes(id("42")), set_cookies: vec![], identity: None });
     let other_published = Decision::Forward(Forward {
         outcome: Outcome::SessionValid,
-        header_edits: id("42"),
+        header_edits: bytes(id("42")),
         set_cookies: vec![],
         identity: Some(PublishedIdentity { user_id: "7".into(), role: Some("admin".into()) }),
     });
     let public_published = Decision::Forward(Forward {
         outcome: Outcome::Public,
-        header_edits: strip.clone(),
+        header_edits: bytes(strip.clone()),
         set_cookies: vec![],
         identity: Some(PublishedIdentity { user_id: "42".into(), role: None }),
     });
@@ -425,7 +442,7 @@ fn decide_with_real_sessions_on_protected_paths() {
         pairs.extend(access.map(|a| format!("{}={a}", names.access)));
         pairs.extend(refresh.map(|r| format!("{}={r}", names.refresh)));
         let req = RequestView {
-            method: method.into(), path, cookie: Some(pairs.join("; ")),
+            method: method.into(), path, cookie: Some(pairs.join("; ").into_bytes()),
             accept: Some(if html { "text/html" } else { "application/json" }.into()), end_of_stream,
             content_type: Some("application/json".into()),
             ..RequestView::default()
@@ -454,7 +471,7 @@ fn real_tokens_unmutated_are_accepted() {
     // The judge's positive side, concretely: without a mutation the generated valid tokens pass.
     let setups = setups();
     let setup = &setups[0];
-    let req = |cookie: String| RequestView { method: "GET".into(), path: "/x".into(), cookie: Some(cookie), end_of_stream: true, ..RequestView::default() };
+    let req = |cookie: String| RequestView { method: "GET".into(), path: "/x".into(), cookie: Some(cookie.into_bytes()), end_of_stream: true, ..RequestView::default() };
     let d = core::decide(&setup.cfg, &req(format!("accessTokenEtls={}", judge::good_access(60))), NOW);
     assert!(matches!(d, Decision::Forward(ref f) if f.outcome.as_str() == "session_valid"), "{d:?}");
     let d = core::decide(&setup.cfg, &req(format!("refreshTokenEtls={}", judge::good_refresh(60))), NOW);
@@ -661,7 +678,7 @@ fn parse_and_use(json: &[u8], env: &[(String, Vec<u8>)]) -> Result<(), TestCaseE
             let names = &cfg.cookies.names;
             let cookie = format!("{}={}; {}={}", names.access, judge::good_access(60), names.refresh, judge::good_refresh(60));
             for (method, path) in [("GET", "/x"), ("POST", r.login.as_str()), ("POST", r.refresh.as_str()), ("POST", r.logout.as_str()), ("GET", "/x/../y")] {
-                let req = RequestView { method: method.into(), path: path.into(), cookie: Some(cookie.clone()), accept: Some("text/html".into()), end_of_stream: true, ..RequestView::default() };
+                let req = RequestView { method: method.into(), path: path.into(), cookie: Some(cookie.clone().into_bytes()), accept: Some("text/html".into()), end_of_stream: true, ..RequestView::default() };
                 let _ = core::decide(&cfg, &req, NOW);
             }
             let _ = login::on_body(&cfg, br#"{"email":"e","password":"p"}"#);
@@ -741,7 +758,7 @@ fn decide_cached_over_request_sequences_never_lets_a_stale_token_through() {
             pairs.extend(access.map(|i| format!("{}={}", names.access, i.get(&tokens))));
             pairs.extend(refresh.map(|i| format!("{}={}", names.refresh, i.get(&tokens))));
             let req = RequestView {
-                method: if post { "POST" } else { "GET" }.into(), path: path.into(), cookie: Some(pairs.join("; ")),
+                method: if post { "POST" } else { "GET" }.into(), path: path.into(), cookie: Some(pairs.join("; ").into_bytes()),
                 accept: Some("application/json".into()), end_of_stream: true, ..RequestView::default()
             };
             let d = core::decide_cached(&setup.cfg, &mut cache, &req, now);
@@ -752,4 +769,50 @@ fn decide_cached_over_request_sequences_never_lets_a_stale_token_through() {
             prop_assert_eq!(outcome_name(&d), outcome_name(&uncached), "cache changed the outcome at now {:+}: {:?}", dt, req);
         }
     });
+}
+
+// --- the Cookie header after a rotation --------------------------------------------------------
+
+#[test]
+fn rotation_keeps_every_other_cookie_byte_for_byte() {
+    // A valid refresh token (one or two copies) among nameless, non-UTF-8, empty and oddly spaced
+    // segments and copies of the access cookie: the rotation must happen, and the judge checks the
+    // forwarded header segment by segment against the one sent.
+    let setups = setups();
+    let setup = &setups[0];
+    let rotated = std::cell::Cell::new(0u32);
+    proptest!(cases(800), |(
+        others in prop::collection::vec(prop_oneof![2 => odd_segment(), 1 => cookie_pair().prop_map(String::into_bytes)], 0..8),
+        at in any::<Index>(), twice in any::<bool>(), pad in prop::sample::select(vec!["", " ", "  ", "\t"]),
+    )| {
+        let mut segments = others;
+        let refresh = format!("{pad}refreshTokenEtls={}{pad}", judge::good_refresh(600)).into_bytes();
+        segments.insert(at.index(segments.len() + 1), refresh.clone());
+        if twice { segments.push(refresh); }
+        let sent = segments.join(&b';');
+        let req = RequestView { method: "GET".into(), path: "/x".into(), cookie: Some(sent.clone()), end_of_stream: true, ..RequestView::default() };
+        let d = core::decide(&setup.cfg, &req, NOW);
+        if let Err(e) = judge::check_decide(setup, &req, NOW, &d) {
+            prop_assert!(false, "{e}\nsent {:?}\ndecision {d:?}", String::from_utf8_lossy(&sent));
+        }
+        if matches!(&d, Decision::Forward(f) if f.outcome.as_str() == "rotated_inline") { rotated.set(rotated.get() + 1); }
+    });
+    assert!(rotated.get() > 400, "too few rotations: {}", rotated.get());
+}
+
+#[test]
+fn judge_catches_cookie_rewrites_that_change_other_cookies() {
+    let renewed = [("accessTokenEtls", "A"), ("refreshTokenEtls", "R")];
+    let sent: &[u8] = b"foo; a=\xff;accessTokenEtls=old; =bar";
+    assert_eq!(judge::check_cookie_rewrite(sent, b"foo; a=\xff;accessTokenEtls=A; =bar; refreshTokenEtls=R", &renewed), Ok(()));
+    for wrong in [
+        &b"a=\xff; accessTokenEtls=A; refreshTokenEtls=R"[..],               // nameless cookies dropped
+        b"foo; a=\xef\xbf\xbd;accessTokenEtls=A; =bar; refreshTokenEtls=R",    // non-UTF-8 byte replaced
+        b"foo;a=\xff;accessTokenEtls=A; =bar; refreshTokenEtls=R",            // spacing changed
+        b"foo; a=\xff;accessTokenEtls=old; =bar; refreshTokenEtls=R",         // old value kept
+        b"foo; a=\xff;accessTokenEtls=A; =bar",                               // refresh not added
+        b"a=\xff; foo;accessTokenEtls=A; =bar; refreshTokenEtls=R",           // order changed
+    ] {
+        assert!(judge::check_cookie_rewrite(sent, wrong, &renewed).is_err(), "accepted {:?}", String::from_utf8_lossy(wrong));
+    }
 }

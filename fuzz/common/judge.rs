@@ -232,13 +232,15 @@ pub fn valid_claims(setup: &Setup, kind: Kind, token: &str, now: u64) -> Vec<Val
     secrets_of(setup, kind).into_iter().filter_map(|s| verified(s, token, setup.cfg.clock_skew_s, now)).collect()
 }
 
-/// The claims of every valid token of `kind` in a `Cookie` header.
-pub fn valid_in_header(setup: &Setup, kind: Kind, header: Option<&str>, now: u64) -> Vec<Value> {
+/// The claims of every valid token of `kind` in a raw `Cookie` header (read lossily: bytes that
+/// are not UTF-8 can never be part of a valid token).
+pub fn valid_in_header(setup: &Setup, kind: Kind, header: Option<&[u8]>, now: u64) -> Vec<Value> {
     let name = match kind {
         Kind::Access => &setup.cfg.cookies.names.access,
         Kind::Refresh => &setup.cfg.cookies.names.refresh,
     };
-    cookie_candidates(header.unwrap_or_default(), name)
+    let header = String::from_utf8_lossy(header.unwrap_or_default());
+    cookie_candidates(&header, name)
         .into_iter()
         .flat_map(|v| valid_claims(setup, kind, v, now))
         .collect()
@@ -400,7 +402,10 @@ pub fn check_deny(setup: &Setup, req: &RequestView, r: &LocalReply) -> Result<()
     Ok(())
 }
 
-fn edits_strip_or_set_identity(setup: &Setup, edits: &[(String, Option<String>)]) -> Result<(), String> {
+/// Request header edits as the core returns them: a name and bytes to set, or `None` to remove.
+type Edits = [(String, Option<Vec<u8>>)];
+
+fn edits_strip_or_set_identity(setup: &Setup, edits: &Edits) -> Result<(), String> {
     let ids = &setup.cfg.identity_headers;
     for name in [&ids.user_id, &ids.role] {
         if !edits.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
@@ -420,8 +425,8 @@ fn published_matches_headers(setup: &Setup, f: &Forward) -> Result<(), String> {
         None => Ok(()),
         Some(_) if !verified => Err(format!("{} published an identity", f.outcome.as_str())),
         Some(p) => {
-            let user = edit(&f.header_edits, &ids.user_id).cloned().flatten();
-            let role = edit(&f.header_edits, &ids.role).cloned().flatten();
+            let user = edit(&f.header_edits, &ids.user_id).flatten();
+            let role = edit(&f.header_edits, &ids.role).flatten();
             if user.as_ref() == Some(&p.user_id) && role == p.role {
                 Ok(())
             } else {
@@ -431,15 +436,71 @@ fn published_matches_headers(setup: &Setup, f: &Forward) -> Result<(), String> {
     }
 }
 
-fn edit<'e>(edits: &'e [(String, Option<String>)], name: &str) -> Option<&'e Option<String>> {
+/// The last edit of header `name`: `Some(None)` removes it, `Some(Some(bytes))` sets it.
+fn edit_bytes<'e>(edits: &'e Edits, name: &str) -> Option<&'e Option<Vec<u8>>> {
     edits.iter().rev().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
 }
 
+/// [`edit_bytes`] as text (identity headers are text; invalid UTF-8 would show as U+FFFD).
+fn edit(edits: &Edits, name: &str) -> Option<Option<String>> {
+    edit_bytes(edits, name).map(|v| v.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()))
+}
+
+/// SPEC.md, Cookies: the Cookie header the app gets after a rotation is the one the client sent
+/// (`sent`), split on `;`, with every segment whose name (text before the first `=`, trimmed) is
+/// one of `renewed` set to `name=new value` (whitespace around it may stay), every other segment
+/// byte for byte the same and in the same place, and the renewed cookies the client did not send
+/// added at the end, in order.
+pub fn check_cookie_rewrite(sent: &[u8], forwarded: &[u8], renewed: &[(&str, &str)]) -> Result<(), String> {
+    let show = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let ours = |seg: &[u8]| -> Option<usize> {
+        let text = String::from_utf8_lossy(seg);
+        let (name, _) = text.split_once('=')?;
+        renewed.iter().position(|(n, _)| *n == name.trim())
+    };
+    let before: Vec<&[u8]> = sent.split(|b| *b == b';').collect();
+    let after: Vec<&[u8]> = forwarded.split(|b| *b == b';').collect();
+    if after.len() < before.len() {
+        return Err(format!("forwarded Cookie {:?} has fewer segments than {:?}", show(forwarded), show(sent)));
+    }
+    let mut present = vec![false; renewed.len()];
+    let mut extra: Vec<String> = Vec::new();
+    for (i, (old, new)) in before.iter().zip(&after).enumerate() {
+        match ours(old) {
+            Some(k) => {
+                let (name, value) = renewed[k];
+                if String::from_utf8_lossy(new).trim() != format!("{name}={value}") {
+                    return Err(format!("copy {i} of {name} became {:?}, not the new value", show(new)));
+                }
+                present[k] = true;
+            }
+            // The client's header ended in whitespace (or was empty): the first added cookie may
+            // share that last segment.
+            None if i + 1 == before.len() && old.iter().all(u8::is_ascii_whitespace) && new.starts_with(old) => {
+                let added = String::from_utf8_lossy(&new[old.len()..]).trim().to_owned();
+                if !added.is_empty() {
+                    extra.push(added);
+                }
+            }
+            None if old != new => {
+                return Err(format!("segment {i} {:?} of another cookie became {:?}", show(old), show(new)));
+            }
+            None => {}
+        }
+    }
+    extra.extend(after[before.len()..].iter().map(|s| String::from_utf8_lossy(s).trim().to_owned()));
+    let want: Vec<String> = renewed.iter().zip(&present).filter(|(_, p)| !**p).map(|((n, v), _)| format!("{n}={v}")).collect();
+    if extra != want {
+        return Err(format!("added {extra:?} to the Cookie header, want {want:?}"));
+    }
+    Ok(())
+}
+
 /// Identity headers set exactly from one of `claims`.
-fn identity_from(setup: &Setup, edits: &[(String, Option<String>)], claims: &[Value]) -> Result<(), String> {
+fn identity_from(setup: &Setup, edits: &Edits, claims: &[Value]) -> Result<(), String> {
     let ids = &setup.cfg.identity_headers;
-    let user = edit(edits, &ids.user_id).cloned().flatten();
-    let role = edit(edits, &ids.role).cloned().flatten();
+    let user = edit(edits, &ids.user_id).flatten();
+    let role = edit(edits, &ids.role).flatten();
     let same_text = |a: &Option<String>, b: Option<String>| match (a, b) {
         (Some(a), Some(b)) => a == &b || a.parse::<f64>().ok().zip(b.parse::<f64>().ok()).is_some_and(|(x, y)| close(x, y)),
         (None, None) => true,
@@ -513,13 +574,10 @@ pub fn check_decide(setup: &Setup, req: &RequestView, now: u64, d: &Decision) ->
                     let scs: Vec<&str> = f.set_cookies.iter().map(String::as_str).collect();
                     let (a, r) = check_new_pair(setup, &scs, &refresh_ok, now)?;
                     identity_from(setup, &f.header_edits, &refresh_ok)?;
-                    let fwd = edit(&f.header_edits, "cookie").cloned().flatten().ok_or("rotation without a Cookie edit")?;
+                    let fwd = edit_bytes(&f.header_edits, "cookie").cloned().flatten().ok_or("rotation without a Cookie edit")?;
                     let names = &cfg.cookies.names;
-                    if cookie_candidates(&fwd, &names.access).first() != Some(&a)
-                        || cookie_candidates(&fwd, &names.refresh).first() != Some(&r)
-                    {
-                        return Err(format!("forwarded Cookie header does not lead with the new tokens: {fwd:?}"));
-                    }
+                    let sent = req.cookie.as_deref().unwrap_or_default();
+                    check_cookie_rewrite(sent, &fwd, &[(&names.access, a), (&names.refresh, r)])?;
                 }
                 Outcome::Public => {
                     if !stays_public(&cfg.public_paths, path) || is_route(setup, path) {
@@ -577,10 +635,10 @@ fn is_json_type(req: &RequestView) -> bool {
     media.trim_matches([' ', '\t']).eq_ignore_ascii_case("application/json")
 }
 
-fn no_identity(setup: &Setup, edits: &[(String, Option<String>)], set_cookies: &[String]) -> Result<(), String> {
+fn no_identity(setup: &Setup, edits: &Edits, set_cookies: &[String]) -> Result<(), String> {
     let ids = &setup.cfg.identity_headers;
     for name in [&ids.user_id, &ids.role] {
-        if edit(edits, name) != Some(&None) {
+        if edit(edits, name) != Some(None) {
             return Err(format!("unchecked request keeps or gets identity header {name}: {edits:?}"));
         }
     }
@@ -727,7 +785,12 @@ pub fn check_refresh_reply(setup: &Setup, req: &RequestView, upstream: &Result<U
                     return Err(format!("Set-Cookie {sc:?} is not one the refresh cluster issued"));
                 }
             }
-            if f.set_cookies.len() != 2 { Err(format!("{} Set-Cookie after a cluster rotation", f.set_cookies.len())) } else { Ok(()) }
+            let [a, r] = f.set_cookies.as_slice() else {
+                return Err(format!("{} Set-Cookie after a cluster rotation", f.set_cookies.len()));
+            };
+            let fwd = edit_bytes(&f.header_edits, "cookie").cloned().flatten().ok_or("rotation without a Cookie edit")?;
+            let renewed = [(names.access.as_str(), set_cookie_pair(a).1), (names.refresh.as_str(), set_cookie_pair(r).1)];
+            check_cookie_rewrite(req.cookie.as_deref().unwrap_or_default(), &fwd, &renewed)
         }
         other => Err(format!("refresh reply gave {other:?}")),
     }

@@ -89,7 +89,7 @@ fuzz_target!(|input: Input| {
             let routes = [cfg.routes.login.clone(), cfg.routes.refresh.clone(), cfg.routes.logout.clone()];
             let setup = Setup { name: "fuzzed", cfg, previous: true };
             for (method, path) in [("GET", "/x"), ("POST", routes[0].as_str()), ("POST", routes[1].as_str()), ("POST", routes[2].as_str()), ("GET", "/login/../x")] {
-                for cookie in [None, Some(cookie.clone())] {
+                for cookie in [None, Some(cookie.clone().into_bytes())] {
                     let req = RequestView { method: method.into(), path: path.into(), cookie, accept: Some("text/html".into()), end_of_stream: true, ..RequestView::default() };
                     let d = core::decide(&setup.cfg, &req, NOW);
                     if default_secrets {

@@ -116,7 +116,7 @@ fuzz_target!(|input: Input| {
         });
         let which = usize::from(input.setup) % state.setups.len();
         let cookie = match &input.raw_cookie {
-            Some(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+            Some(bytes) => Some(bytes.clone()),
             None if input.parts.is_empty() => None,
             None => Some(
                 input
@@ -128,7 +128,8 @@ fuzz_target!(|input: Input| {
                         Part::Pair { name, value: v } => format!("{}={}", pick(NAMES, *name), value(state, v)),
                     })
                     .collect::<Vec<_>>()
-                    .join(pick(SEPARATORS, input.separator)),
+                    .join(pick(SEPARATORS, input.separator))
+                    .into_bytes(),
             ),
         };
         let req = RequestView {

@@ -110,42 +110,71 @@ impl CookiePolicy {
     }
 }
 
-/// The value of the first cookie called `name` in a `Cookie` request header, if any.
-/// Parsing is the `cookie` crate's, never ours.
-pub fn find<'h>(cookie_header: &'h str, name: &str) -> Option<&'h str> {
-    Cookie::split_parse(cookie_header)
-        .filter_map(Result::ok)
+/// The segments of a raw `Cookie` header: the bytes between `;`s, untouched.
+fn segments(cookie_header: &[u8]) -> impl Iterator<Item = &[u8]> {
+    cookie_header.split(|b| *b == b';')
+}
+
+/// The cookie in one segment, read by the `cookie` crate; `None` for a segment that is not
+/// UTF-8 (never one of ours: our names and values are ASCII) or not `name=value`.
+fn parse_segment(segment: &[u8]) -> Option<Cookie<'_>> {
+    Cookie::parse(std::str::from_utf8(segment).ok()?).ok()
+}
+
+/// The value of the first cookie called `name` in a raw `Cookie` request header, if any.
+/// Parsing is the `cookie` crate's, never ours; nothing is copied.
+pub fn find<'h>(cookie_header: &'h [u8], name: &str) -> Option<&'h str> {
+    segments(cookie_header)
+        .filter_map(parse_segment)
         .find(|c| c.name() == name)
         .and_then(|c| c.value_raw())
 }
 
-/// The `Cookie` header to forward after a rotation: every other cookie kept in order, the two
-/// ETLS cookies replaced by (or added as) the new tokens.
-pub fn with_session(cookie_header: &str, names: &CookieNames, access: &str, refresh: &str) -> String {
-    with_values(cookie_header, &[(&names.access, access), (&names.refresh, refresh)])
-}
-
-/// The `Cookie` header with every copy of the cookies named in `renewed` removed and
-/// `name=value` of each appended, in that order; every other cookie kept in order.
-pub fn with_values(cookie_header: &str, renewed: &[(&str, &str)]) -> String {
+/// The raw `Cookie` header to forward after a rotation: each `(name, value)` of `renewed`
+/// replaces the value of every cookie of that name, in place (the whitespace around the segment
+/// kept), and is added at the end when the client sent none. Every other byte stays as the
+/// client sent it: other cookies, nameless and non-UTF-8 segments, order, spacing, empty segments.
+pub fn with_values(cookie_header: &[u8], renewed: &[(&str, &str)]) -> Vec<u8> {
     let extra: usize = renewed.iter().map(|(n, v)| n.len() + v.len() + 3).sum();
-    let mut out = String::with_capacity(cookie_header.len() + extra);
-    let others = Cookie::split_parse(cookie_header)
-        .filter_map(Result::ok)
-        .filter(|c| !renewed.iter().any(|(name, _)| c.name() == *name));
-    for cookie in others {
-        out.push_str(cookie.name());
-        out.push('=');
-        out.push_str(cookie.value_raw().unwrap_or_else(|| cookie.value()));
-        out.push_str("; ");
-    }
-    for (i, (name, value)) in renewed.iter().enumerate() {
+    let mut out = Vec::with_capacity(cookie_header.len() + extra);
+    let mut found = vec![false; renewed.len()];
+    for (i, segment) in segments(cookie_header).enumerate() {
         if i > 0 {
-            out.push_str("; ");
+            out.push(b';');
         }
-        out.push_str(name);
-        out.push('=');
-        out.push_str(value);
+        // The name is read by the `cookie` crate; a segment that is not UTF-8 is read lossily,
+        // which cannot make it one of ours unless its name bytes are exactly ours (our names
+        // are ASCII), so every copy of our cookies is renewed.
+        let text = String::from_utf8_lossy(segment);
+        let ours = Cookie::parse(text.as_ref()).ok().and_then(|c| renewed.iter().position(|(n, _)| *n == c.name()));
+        match ours.and_then(|k| renewed.get(k).map(|pair| (k, pair))) {
+            Some((k, (name, value))) => {
+                // Whitespace around the segment is kept; it is whole characters (U+FFFD is not
+                // whitespace), so its byte lengths are the same in `text` and in `segment`.
+                let trimmed_start = text.trim_start();
+                let lead = text.len() - trimmed_start.len();
+                let trail = trimmed_start.len() - trimmed_start.trim_end().len();
+                out.extend_from_slice(segment.get(..lead).unwrap_or_default());
+                for part in [*name, "=", *value] {
+                    out.extend_from_slice(part.as_bytes());
+                }
+                out.extend_from_slice(segment.get(segment.len().saturating_sub(trail)..).unwrap_or_default());
+                if let Some(slot) = found.get_mut(k) {
+                    *slot = true;
+                }
+            }
+            None => out.extend_from_slice(segment),
+        }
+    }
+    for ((name, value), _) in renewed.iter().zip(&found).filter(|(_, found)| !**found) {
+        match out.iter().rev().find(|b| !b.is_ascii_whitespace()) {
+            None => {}
+            Some(b';') => out.push(b' '),
+            Some(_) => out.extend_from_slice(b"; "),
+        }
+        for part in [*name, "=", *value] {
+            out.extend_from_slice(part.as_bytes());
+        }
     }
     out
 }
@@ -217,21 +246,52 @@ mod tests {
 
     #[test]
     fn find_reads_the_first_cookie_of_that_name() {
-        let h = "a=1; accessTokenEtls=tok1; accessTokenEtls=tok2;refreshTokenEtls=r";
+        let h = b"a=1; accessTokenEtls=tok1; accessTokenEtls=tok2;refreshTokenEtls=r";
         assert_eq!(find(h, "accessTokenEtls"), Some("tok1"));
         assert_eq!(find(h, "refreshTokenEtls"), Some("r"));
         assert_eq!(find(h, "missing"), None);
-        assert_eq!(find("", "a"), None);
-        assert_eq!(find(";;; =x; ==; accessTokenEtls", "accessTokenEtls"), None);
-        assert_eq!(find("accessTokenEtlsX=1", "accessTokenEtls"), None);
+        assert_eq!(find(b"", "a"), None);
+        assert_eq!(find(b";;; =x; ==; accessTokenEtls", "accessTokenEtls"), None);
+        assert_eq!(find(b"accessTokenEtlsX=1", "accessTokenEtls"), None);
+        // A segment that is not UTF-8 is never ours; the next copy is found.
+        assert_eq!(find(b"accessTokenEtls=\xff; accessTokenEtls=good", "accessTokenEtls"), Some("good"));
+        assert_eq!(find(b"x=\xfe\xff;accessTokenEtls=t", "accessTokenEtls"), Some("t"));
+    }
+
+    fn renew<'a>(access: &'a str, refresh: &'a str) -> [(&'static str, &'a str); 2] {
+        [("accessTokenEtls", access), ("refreshTokenEtls", refresh)]
     }
 
     #[test]
-    fn with_session_replaces_our_cookies_and_keeps_the_rest() {
-        let names = policy().names;
-        let h = "theme=dark; accessTokenEtls=old; sid=x; refreshTokenEtls=oldr";
-        assert_eq!(with_session(h, &names, "A", "R"), "theme=dark; sid=x; accessTokenEtls=A; refreshTokenEtls=R");
-        assert_eq!(with_session("", &names, "A", "R"), "accessTokenEtls=A; refreshTokenEtls=R");
+    fn with_session_replaces_our_cookies_in_place_and_keeps_the_rest() {
+        let h = b"theme=dark; accessTokenEtls=old; sid=x; refreshTokenEtls=oldr";
+        assert_eq!(with_values(h, &renew("A", "R")), b"theme=dark; accessTokenEtls=A; sid=x; refreshTokenEtls=R");
+        assert_eq!(with_values(b"", &renew("A", "R")), b"accessTokenEtls=A; refreshTokenEtls=R");
+        assert_eq!(with_values(b"  ", &renew("A", "R")), b"  accessTokenEtls=A; refreshTokenEtls=R");
+        assert_eq!(with_values(b"a=1;", &renew("A", "R")), b"a=1; accessTokenEtls=A; refreshTokenEtls=R");
+        assert_eq!(with_values(b"refreshTokenEtls=x", &renew("A", "R")), b"refreshTokenEtls=R; accessTokenEtls=A");
+    }
+
+    #[test]
+    fn with_session_keeps_every_other_byte() {
+        // Nameless cookies, non-UTF-8 bytes, odd spacing, empty segments, two copies of ours, a
+        // quoted copy and a look-alike name: only the values of our cookies change.
+        let h: &[u8] = b"foo; =bar;  accessTokenEtls = old1 ;b=\xff\xfe;;\taccessTokenEtls=\"old2\";accessTokenEtlsX=keep; refreshTokenEtls=r1 ,x=\x80";
+        let want: &[u8] = b"foo; =bar;  accessTokenEtls=A ;b=\xff\xfe;;\taccessTokenEtls=A;accessTokenEtlsX=keep; refreshTokenEtls=R";
+        let got = with_values(h, &renew("A", "R"));
+        assert_eq!(got, want, "{:?}", String::from_utf8_lossy(&got));
+        // Every segment that is not ours is byte for byte the same, in the same order.
+        let before: Vec<&[u8]> = h.split(|b| *b == b';').collect();
+        let after: Vec<&[u8]> = got.split(|b| *b == b';').collect();
+        assert_eq!(before.len(), after.len());
+        for (i, segment) in before.iter().enumerate() {
+            let ours = [2usize, 5, 7].contains(&i);
+            assert_eq!(ours, segment != &after[i], "segment {i}: {:?}", String::from_utf8_lossy(segment));
+        }
+        // A general list of renewals (the login API's pair too).
+        let four = [("accessTokenEtls", "A"), ("refreshTokenEtls", "R"), ("accessToken", "UA"), ("refreshToken", "UR")];
+        assert_eq!(with_values(b"refreshToken=o; z=1; accessToken=o", &four),
+                   b"refreshToken=UR; z=1; accessToken=UA; accessTokenEtls=A; refreshTokenEtls=R");
     }
 
     #[test]
@@ -248,17 +308,6 @@ mod tests {
 
         pub fn find<'h>(header: &'h str, name: &str) -> Option<&'h str> {
             Cookie::split_parse(header).filter_map(Result::ok).find(|c| c.name() == name).and_then(|c| c.value_raw())
-        }
-
-        pub fn with_session(header: &str, access_name: &str, refresh_name: &str, access: &str, refresh: &str) -> String {
-            let mut pairs: Vec<String> = Cookie::split_parse(header)
-                .filter_map(Result::ok)
-                .filter(|c| c.name() != access_name && c.name() != refresh_name)
-                .map(|c| c.stripped().to_string())
-                .collect();
-            pairs.push(format!("{access_name}={access}"));
-            pairs.push(format!("{refresh_name}={refresh}"));
-            pairs.join("; ")
         }
 
         pub fn value_in_set_cookie<'s>(set_cookie: &'s str, name: &str) -> Option<&'s str> {
@@ -286,10 +335,22 @@ mod tests {
         let names = policy().names;
         for h in headers {
             for name in ["accessTokenEtls", "refreshTokenEtls", "a", "c", "", "é"] {
-                assert_eq!(find(h, name), reference::find(h, name), "find {name:?} in {h:?}");
+                assert_eq!(find(h.as_bytes(), name), reference::find(h, name), "find {name:?} in {h:?}");
                 assert_eq!(value_in_set_cookie(h, name), reference::value_in_set_cookie(h, name), "set-cookie {name:?} in {h:?}");
             }
-            assert_eq!(with_session(h, &names, "A", "R"), reference::with_session(h, &names.access, &names.refresh, "A", "R"), "{h:?}");
+            // The rewrite changes exactly the values of the cookies the crate reads as ours.
+            let renewed = [(names.access.as_str(), "A"), (names.refresh.as_str(), "R")];
+            let out = with_values(h.as_bytes(), &renewed);
+            let out = std::str::from_utf8(&out).unwrap();
+            let read = |header: &str| -> Vec<(String, String)> {
+                Cookie::split_parse(header).filter_map(Result::ok).map(|c| (c.name().to_owned(), c.value_raw().unwrap_or_default().to_owned())).collect()
+            };
+            let expected: Vec<(String, String)> = read(h).into_iter().map(|(n, v)| match renewed.iter().find(|(r, _)| *r == n) {
+                Some((_, new)) => (n, (*new).to_owned()),
+                None => (n, v),
+            }).collect();
+            let got = read(out);
+            assert_eq!(&got[..expected.len()], &expected[..], "{h:?} -> {out:?}");
         }
         for (secure, same_site, domain) in [(true, SameSite::Strict, None), (false, SameSite::Lax, Some("example.com")),
                                             (true, SameSite::None, Some(".example.com"))] {

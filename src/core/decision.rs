@@ -16,12 +16,16 @@ pub enum Decision {
     /// cannot pause headers and still see the body, so the headers go on (after these edits)
     /// while the body is held; whatever the app answers is held too and replaced by the
     /// filter's own reply.
-    ReadBody { header_edits: Vec<(String, Option<String>)> },
+    ReadBody { header_edits: Vec<HeaderEdit> },
     /// A rotation that first asks the login API (`login_refresh_path`): hand it to the VM's
     /// shared [`crate::core::upstream_session::UpstreamCalls`], which answers it at once (a
     /// reused answer) or makes it wait on the one call for its session.
     Join(Box<crate::core::upstream_session::Rotation>),
 }
+
+/// A request header to set to these bytes (`Some`, any bytes: a rewritten `Cookie` header keeps
+/// the client's non-UTF-8 bytes) or to remove (`None`).
+pub type HeaderEdit = (String, Option<Vec<u8>>);
 
 /// Why the core decided as it did: for logs and metrics (never carries a value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -163,7 +167,7 @@ mod tests {
 pub struct Forward {
     pub outcome: Outcome,
     /// Request headers to set (`Some`) or remove (`None`), in order.
-    pub header_edits: Vec<(String, Option<String>)>,
+    pub header_edits: Vec<HeaderEdit>,
     /// `Set-Cookie` values to add to the app's response, each as its own header.
     pub set_cookies: Vec<String>,
     /// The verified identity to publish in Envoy's filter state (`wasm.etls_user_id`,

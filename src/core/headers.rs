@@ -42,8 +42,8 @@ fn split_nul(bytes: &[u8], len: usize) -> Option<(&[u8], &[u8])> {
 
 /// The `RequestView` of these request headers (names lowercase, as Envoy hands them over).
 /// Single-valued headers take their first value; several `Cookie` headers are joined with
-/// `; ` (HTTP/1.1 clients may split cookies over several). Values that are not UTF-8 are
-/// decoded lossily. `end_of_stream` is true when no body follows.
+/// `; ` (HTTP/1.1 clients may split cookies over several) and kept as raw bytes; other values
+/// that are not UTF-8 are decoded lossily. `end_of_stream` is true when no body follows.
 pub fn request_view<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>, end_of_stream: bool) -> RequestView {
     let mut view = RequestView { end_of_stream, ..RequestView::default() };
     let (mut method, mut path, mut accept, mut content_length, mut content_type) = (None, None, None, None, None);
@@ -55,11 +55,11 @@ pub fn request_view<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>, en
             "content-length" => first(&mut content_length, value),
             "content-type" => first(&mut content_type, value),
             "cookie" => {
-                let cookie = view.cookie.get_or_insert_with(String::new);
+                let cookie = view.cookie.get_or_insert_with(Vec::new);
                 if !cookie.is_empty() {
-                    cookie.push_str("; ");
+                    cookie.extend_from_slice(b"; ");
                 }
-                cookie.push_str(&String::from_utf8_lossy(value));
+                cookie.extend_from_slice(value);
             }
             "origin" => view.has_origin = true,
             "access-control-request-method" => view.has_cors_request_method = true,
@@ -139,7 +139,7 @@ mod tests {
         assert_eq!(view, RequestView {
             method: "OPTIONS".into(),
             path: "/api?q=1".into(),
-            cookie: Some("a=1; accessTokenEtls=t".into()),
+            cookie: Some(b"a=1; accessTokenEtls=t".to_vec()),
             accept: Some("text/html".into()),
             content_type: Some("application/json; charset=utf-8".into()),
             has_origin: true,
@@ -148,7 +148,7 @@ mod tests {
             end_of_stream: false,
         });
         let bare = request_view([(":method", &b"GET"[..]), (":path", b"/"), ("content-length", b"x"), ("cookie", b"\xffa=b")], true);
-        assert_eq!(bare.cookie.as_deref(), Some("\u{fffd}a=b"));
+        assert_eq!(bare.cookie.as_deref(), Some(&b"\xffa=b"[..]));
         assert_eq!((bare.accept, bare.content_length, bare.has_origin, bare.end_of_stream), (None, None, false, true));
         assert_eq!(request_view([], true), RequestView { end_of_stream: true, ..RequestView::default() });
     }

@@ -1,16 +1,17 @@
 //! What the core needs to know about a request, gathered by the shell from the headers.
 //! Plain data; no proxy_wasm here.
 
-/// One request as the core sees it. Header values that are not UTF-8 arrive lossily decoded
-/// (a cookie value we issue is ASCII, so such bytes can only belong to other cookies).
+/// One request as the core sees it. Header values that are not UTF-8 arrive lossily decoded,
+/// except the `Cookie` header, which is kept as raw bytes so that a rotation can hand every
+/// other cookie to the app byte for byte.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestView {
     /// `:method`, as sent.
     pub method: String,
     /// `:path`, with its query string.
     pub path: String,
-    /// The `Cookie` header (several `Cookie` headers are joined with `; ` by the shell).
-    pub cookie: Option<String>,
+    /// The `Cookie` header, raw bytes (several `Cookie` headers are joined with `; `).
+    pub cookie: Option<Vec<u8>>,
     /// The `Accept` header.
     pub accept: Option<String>,
     /// The `Content-Type` header (the first one).

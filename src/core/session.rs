@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::core::cache::TokenCache;
 use crate::core::cookies;
-use crate::core::decision::{Decision, Forward, LocalReply, Outcome, PublishedIdentity, UpstreamReply};
+use crate::core::decision::{HeaderEdit, Decision, Forward, LocalReply, Outcome, PublishedIdentity, UpstreamReply};
 use crate::core::paths;
 use crate::core::request::RequestView;
 use crate::core::tokens::{self, Identity, TokenKind};
@@ -189,7 +189,7 @@ pub(crate) fn forward_rotated(
                 (&names.refresh, refresh),
             ])
         }
-        None => cookies::with_session(cookie_header, names, access, refresh),
+        None => cookies::with_values(cookie_header, &[(&names.access, access), (&names.refresh, refresh)]),
     };
     header_edits.push(("cookie".to_owned(), Some(rewritten)));
     set_cookies.push(cfg.cookies.set_access(access));
@@ -203,10 +203,10 @@ fn published(identity: &Identity) -> Option<PublishedIdentity> {
 }
 
 /// Identity header edits: set from `identity`, or removed (client-sent values never pass).
-pub(crate) fn identity_edits(cfg: &Config, identity: Option<&Identity>) -> Vec<(String, Option<String>)> {
+pub(crate) fn identity_edits(cfg: &Config, identity: Option<&Identity>) -> Vec<HeaderEdit> {
     vec![
-        (cfg.identity_headers.user_id.clone(), identity.and_then(Identity::user_id_header)),
-        (cfg.identity_headers.role.clone(), identity.and_then(Identity::role_header)),
+        (cfg.identity_headers.user_id.clone(), identity.and_then(Identity::user_id_header).map(String::into_bytes)),
+        (cfg.identity_headers.role.clone(), identity.and_then(Identity::role_header).map(String::into_bytes)),
     ]
 }
 
@@ -300,8 +300,8 @@ mod tests {
         let d = decide(&config(), &req("GET", "/x", cookie(Tok::Valid, Tok::Missing).as_deref()), NOW);
         let Decision::Forward(f) = d else { panic!("{d:?}") };
         assert_eq!(f.header_edits, vec![
-            ("x-etls-user-id".to_owned(), Some("42".to_owned())),
-            ("x-etls-role".to_owned(), Some("admin".to_owned())),
+            ("x-etls-user-id".to_owned(), Some(b"42".to_vec())),
+            ("x-etls-role".to_owned(), Some(b"admin".to_vec())),
         ]);
         assert!(f.set_cookies.is_empty());
         assert_eq!(f.identity, Some(PublishedIdentity { user_id: "42".to_owned(), role: Some("admin".to_owned()) }));
@@ -354,9 +354,9 @@ mod tests {
         let new_refresh = cookies::value_in_set_cookie(&f.set_cookies[1], "refreshTokenEtls").unwrap();
         assert_eq!(payload(new_access), json!({"userId": 42, "role": "admin", "iat": NOW, "exp": NOW + 900}));
         assert_eq!(payload(new_refresh)["role"], json!("admin"));
-        let forwarded_cookie = f.header_edits.iter().find(|(n, _)| n == "cookie").and_then(|(_, v)| v.clone()).unwrap();
+        let forwarded_cookie = f.header_edits.iter().find(|(n, _)| n == "cookie").and_then(|(_, v)| v.clone()).map(|v| String::from_utf8(v).unwrap()).unwrap();
         assert_eq!(forwarded_cookie, format!("theme=dark; accessTokenEtls={new_access}; refreshTokenEtls={new_refresh}"));
-        assert!(f.header_edits.contains(&("x-etls-user-id".to_owned(), Some("42".to_owned()))));
+        assert!(f.header_edits.contains(&("x-etls-user-id".to_owned(), Some(b"42".to_vec()))));
     }
 
     #[test]
@@ -365,11 +365,11 @@ mod tests {
         let valid = token(ACCESS_SECRET, json!({"userId": 5, "role": ""}), None, Some(NOW + 100));
         let Decision::Forward(f) = decide(&cfg, &req("GET", "/x", Some(&format!("accessTokenEtls={valid}"))), NOW) else { panic!() };
         assert_eq!(f.outcome, Outcome::SessionValid);
-        assert!(f.header_edits.contains(&("x-etls-role".to_owned(), Some("".to_owned()))), "{:?}", f.header_edits);
+        assert!(f.header_edits.contains(&("x-etls-role".to_owned(), Some(Vec::new()))), "{:?}", f.header_edits);
         let old_refresh = token(REFRESH_SECRET, json!({"userId": 5, "role": ""}), None, Some(NOW + 100));
         let Decision::Forward(f) = decide(&cfg, &req("GET", "/x", Some(&format!("refreshTokenEtls={old_refresh}"))), NOW) else { panic!() };
         assert_eq!(f.outcome, Outcome::RotatedInline);
-        assert!(f.header_edits.contains(&("x-etls-role".to_owned(), Some("".to_owned()))));
+        assert!(f.header_edits.contains(&("x-etls-role".to_owned(), Some(Vec::new()))));
         for sc in &f.set_cookies {
             let value = sc.split_once('=').unwrap().1.split(';').next().unwrap();
             assert_eq!(payload(value)["role"], json!(""), "{sc}");

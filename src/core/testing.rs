@@ -36,7 +36,7 @@ pub fn req(method: &str, path: &str, cookie: Option<&str>) -> RequestView {
     RequestView {
         method: method.to_owned(),
         path: path.to_owned(),
-        cookie: cookie.map(str::to_owned),
+        cookie: cookie.map(|c| c.as_bytes().to_vec()),
         accept: Some("application/json".to_owned()),
         content_type: Some("application/json".to_owned()),
         end_of_stream: true,

@@ -30,8 +30,10 @@ pub fn login_call(cfg: &Config, email: &str, password: &str) -> OutboundCall {
 }
 
 /// The `POST refresh_path` call to the refresh cluster, carrying the request's `Cookie` header.
-/// `None` when no refresh cluster is configured.
-pub fn refresh_call(cfg: &Config, cookie_header: &str) -> Option<OutboundCall> {
+/// `None` when no refresh cluster is configured. Bytes of the header that are not UTF-8 are
+/// replaced (U+FFFD) in the call only: they belong to other cookies, which the refresh route
+/// never reads, and the request itself goes on with its header byte for byte.
+pub fn refresh_call(cfg: &Config, cookie_header: &[u8]) -> Option<OutboundCall> {
     let upstream = cfg.refresh.as_ref()?;
     Some(OutboundCall {
         kind: CallKind::Refresh,
@@ -40,7 +42,7 @@ pub fn refresh_call(cfg: &Config, cookie_header: &str) -> Option<OutboundCall> {
             (":method".to_owned(), "POST".to_owned()),
             (":path".to_owned(), upstream.path.clone()),
             (":authority".to_owned(), upstream.authority.clone()),
-            ("cookie".to_owned(), cookie_header.to_owned()),
+            ("cookie".to_owned(), String::from_utf8_lossy(cookie_header).into_owned()),
             ("content-length".to_owned(), "0".to_owned()),
         ],
         body: None,

@@ -490,7 +490,7 @@ mod tests {
 
     fn cookie_edit(d: &Decision) -> String {
         let Decision::Forward(f) = d else { panic!("{d:?}") };
-        f.header_edits.iter().find(|(n, _)| n == "cookie").and_then(|(_, v)| v.clone()).unwrap()
+        f.header_edits.iter().find(|(n, _)| n == "cookie").and_then(|(_, v)| v.clone()).map(|v| String::from_utf8(v).unwrap()).unwrap()
     }
 
     #[test]
@@ -548,9 +548,10 @@ mod tests {
         let new_access = cookies::value_in_set_cookie(&sc[2], "accessTokenEtls").unwrap();
         let new_refresh = cookies::value_in_set_cookie(&sc[3], "refreshTokenEtls").unwrap();
         assert_eq!(payload(new_access)["role"], json!("viewer"), "the role from userData");
-        assert_eq!(cookie_edit(&d), format!("theme=dark; accessToken=ua-new; refreshToken=ur-new; accessTokenEtls={new_access}; refreshTokenEtls={new_refresh}"));
+        // Renewed in place (the client sent the ETLS pair first).
+        assert_eq!(cookie_edit(&d), format!("theme=dark; accessTokenEtls={new_access}; refreshTokenEtls={new_refresh}; accessToken=ua-new; refreshToken=ur-new"));
         let Decision::Forward(f) = &d else { panic!() };
-        assert!(f.header_edits.contains(&("x-etls-role".to_owned(), Some("viewer".to_owned()))));
+        assert!(f.header_edits.contains(&("x-etls-role".to_owned(), Some(b"viewer".to_vec()))));
 
         // No new refreshToken, no userData: the current one is set again, identity from ETLS.
         let kept = Renewal { refresh_token: None, identity: None, ..renewal };
@@ -563,7 +564,8 @@ mod tests {
         assert_eq!((outcome(&d), set_cookies(&d)), (Outcome::DeniedSessionEnded, c.cookies.clear_all().to_vec()));
         let d = settle(&c, &rot, &RefreshAnswer::Outage, NOW);
         assert_eq!((outcome(&d), set_cookies(&d).len()), (Outcome::RotatedInline, 2));
-        assert!(cookie_edit(&d).starts_with("theme=dark; accessToken=ua-old; refreshToken=ur-old; accessTokenEtls="), "{}", cookie_edit(&d));
+        let edit = cookie_edit(&d);
+        assert!(edit.starts_with("theme=dark; accessTokenEtls=") && edit.ends_with("; accessToken=ua-old; refreshToken=ur-old"), "{edit}");
 
         let route = rotation_for(&c, "POST", "/api/auth/refreshtoken", "ur-old");
         assert_eq!(route.route, Route::RefreshRoute);
@@ -630,7 +632,7 @@ mod tests {
         }
         // Each waiter got its own request's decision.
         let d10 = &settled.decisions.iter().find(|(id, _)| *id == 10).unwrap().1;
-        assert!(cookie_edit(d10).starts_with("theme=dark; accessToken=ua-new"));
+        assert!(cookie_edit(d10).starts_with("theme=dark; accessTokenEtls=") && cookie_edit(d10).contains("; accessToken=ua-new; "));
         assert_eq!(s.waiting(), 0);
         assert_eq!(s.tick_period_ms(), None);
         assert!(s.on_answer(&c, 99, Ok(&renewed()), NOW_MS + 301).decisions.is_empty(), "answered once");

@@ -11,7 +11,7 @@ use proxy_wasm::types::MapType;
 
 use super::metrics::Metrics;
 use crate::config::Config;
-use crate::core::decision::{CallKind, Decision, Outcome, PublishedIdentity};
+use crate::core::decision::{CallKind, Decision, HeaderEdit, Outcome, PublishedIdentity};
 use crate::core::request::RequestView;
 use crate::core::upstream::RefreshAnswer;
 use crate::core::upstream_session::{self, Joined, UpstreamCalls, DISPATCH_TICK_MS};
@@ -145,9 +145,9 @@ impl Carrier<'_> {
 /// Sets (`Some`) or removes (`None`) request headers of the effective context; false if the
 /// host refused one, in which case the request must be denied (the app could otherwise see
 /// spoofed identity).
-fn edit_request_headers(context_id: u32, edits: &[(String, Option<String>)]) -> bool {
+fn edit_request_headers(context_id: u32, edits: &[HeaderEdit]) -> bool {
     let refused = edits.iter().any(|(name, value)| {
-        hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, value.as_deref().map(str::as_bytes)).is_err()
+        hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, value.as_deref()).is_err()
     });
     if refused {
         log::warn!("#{context_id} could not edit request headers: denied");
