@@ -136,7 +136,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let text = if json.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { json };
         let map: Map<String, Value> = serde_json::from_slice(text)
-            .map_err(|e| ConfigError::NotJsonObject(e.to_string()))?;
+            .map_err(|e| ConfigError::NotJsonObject(why_not_an_object(&e)))?;
         let mut raw = Fields(map);
 
         let login_cluster = raw.required_string("login_cluster")?;
@@ -255,6 +255,18 @@ impl Config {
             refresh_keys,
             secret_envs,
         })
+    }
+}
+
+/// Why the configuration is not a JSON object, without quoting any of it (serde's own message
+/// can quote a value: `invalid type: string "..."`).
+fn why_not_an_object(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let at = format!("line {} column {}", e.line(), e.column());
+    match e.classify() {
+        Category::Data => "it is JSON, but not an object".to_owned(),
+        Category::Eof => format!("the JSON ends early, at {at}"),
+        Category::Syntax | Category::Io => format!("not JSON at {at}"),
     }
 }
 
@@ -834,6 +846,21 @@ mod reference_tests {
         assert_eq!(line(json!({})), "`login_cluster`: required");
         // The value is never shown.
         assert!(!line(json!({"login_clustr": "secret-looking-value"})).contains("secret-looking-value"));
+    }
+
+    #[test]
+    fn a_configuration_that_is_not_an_object_is_refused_without_quoting_it() {
+        let cases: [(&[u8], &str); 5] = [
+            (br#""a-secret-looking-string""#, "configuration: must be one JSON object (it is JSON, but not an object)"),
+            (b"[1, 2]", "configuration: must be one JSON object (it is JSON, but not an object)"),
+            (b"login_cluster: a-secret-looking-string", "configuration: must be one JSON object (not JSON at line 1 column 1)"),
+            (b"{\"login_cluster\": ", "configuration: must be one JSON object (the JSON ends early, at line 1 column 18)"),
+            (b"\n{\"a\": tru}", "configuration: must be one JSON object (not JSON at line 2 column 10)"),
+        ];
+        for (raw, want) in cases {
+            let got = Config::parse(raw, env).err().map(|e| e.to_string());
+            assert_eq!(got.as_deref(), Some(want), "{raw:?}");
+        }
     }
 
     #[test]
