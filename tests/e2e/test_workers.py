@@ -149,3 +149,31 @@ def test_every_workers_cache_forgets_a_removed_key_after_a_push(upstreams):
         _until_every_worker(e, port, get(nxt, "next"), _valid("93"))
     finally:
         e.stop()
+
+
+def test_upstream_refresh_coalescing_is_per_worker(make_gateway, login_api):
+    """With login_refresh_path, 64 concurrent rotations of one session share one login API call
+    per Wasm VM: spread over four workers they make one call per worker that got a connection
+    (README "Operations": the coalescing is per worker), and all 64 succeed."""
+    gw = make_gateway("workers-upstream", mode="inline", concurrency=WORKERS, login_refresh_path="/refresh")
+    n = 64
+    expired = tokens.expired_access(4545, "user")
+    refresh = tokens.refresh(4545, "user")
+    before = worker_connections(gw.envoy, gw.port)
+    start = threading.Barrier(n, timeout=30)
+
+    def one(i: int):
+        start.wait()
+        return gw.get(f"/up4/{i}", cookies=gw.session(expired, refresh, refreshToken="upstream-refresh-4545"), timeout=30)
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        results = list(pool.map(one, range(n)))
+    assert [r.status for r in results] == [200] * n, [r for r in results if r.status != 200][:2]
+    for r in results:
+        checks.identity(checks.echo(r), gw, "7", "admin")  # userData of the login API's answer
+    after = worker_connections(gw.envoy, gw.port)
+    workers_used = len([w for w in after if after[w] > before.get(w, 0)])
+    calls = [s for s in login_api.requests() if s.path == "/refresh"]
+    assert workers_used == WORKERS
+    assert len(calls) == workers_used, f"{len(calls)} login API refresh calls for {workers_used} workers"
+    assert {s.json()["refreshToken"] for s in calls} == {"upstream-refresh-4545"}

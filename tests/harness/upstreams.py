@@ -78,6 +78,10 @@ class _RecordingReader:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # listen() backlog: the default 5 overflows when Envoy opens dozens of upstream connections at
+    # once (e.g. 64 rotations released together by one shared login API answer), and a dropped SYN
+    # comes back as Envoy's 503 "connection timeout" after connect_timeout.
+    request_queue_size = 256
 
 
 class _Base:
