@@ -10,7 +10,7 @@ ratio to the baseline (Envoy without an auth filter) measured in the same run.
 Environment: BENCH_SECONDS (per case and round, default 5), BENCH_ROUNDS (default 5),
 BENCH_CONNECTIONS (wrk -c, default 16), BENCH_ENVOY_CPU (0), BENCH_CLIENT_CPU (1),
 BENCH_CASES (comma-separated case keys to measure; default all), BENCH_ETLS_WASM (another build
-of the filter), ENVOY_BIN (default: the harness's choice, .venv/bin/envoy). Output: bench/out/.
+of the filter), BENCH_ETLS_WASM_B (a second build measured beside it: cases `<key>_b`), ENVOY_BIN (default: the harness's choice, .venv/bin/envoy). Output: bench/out/.
 
 Besides etls-auth and jwt_authn it runs two Wasm filters of its own: bench/empty-filter (every
 callback returns Continue) and bench/floor-filter, the host-call floor (reads the request header
@@ -45,6 +45,8 @@ from harness import paths  # noqa: E402
 OUT = REPO / "bench" / "out"
 # BENCH_ETLS_WASM measures another build of the filter (e.g. to compare two versions).
 ETLS_WASM = Path(os.environ.get("BENCH_ETLS_WASM") or REPO / "target/wasm32-wasip1/release/etls_auth.wasm").resolve()
+# BENCH_ETLS_WASM_B: a second build, measured in the same run as `etls_b` (its cases end in `_b`).
+ETLS_WASM_B = Path(os.environ["BENCH_ETLS_WASM_B"]).resolve() if os.environ.get("BENCH_ETLS_WASM_B") else None
 EMPTY_WASM = REPO / "target/bench-empty-filter/wasm32-wasip1/release/empty_filter.wasm"
 FLOOR_WASM = REPO / "target/bench-floor-filter/wasm32-wasip1/release/floor_filter.wasm"
 
@@ -262,6 +264,17 @@ def cases() -> list[Case]:
     ]
 
 
+def cases_b() -> list[Case]:
+    """The etls-auth cases again against the BENCH_ETLS_WASM_B build (when set)."""
+    if ETLS_WASM_B is None:
+        return []
+    out = []
+    for c in cases():
+        if c.envoy == "etls":
+            out.append(Case(**{**c.__dict__, "key": c.key + "_b", "label": c.label + " [B]", "envoy": "etls_b"}))
+    return out
+
+
 def check(case: Case, port: int) -> str:
     """Checks one case's answer; returns the filter state the route saw (x-bench-state)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -376,6 +389,8 @@ ENVOYS = {
     "etls": "etls-auth (inline rotation)",
     "etls_cluster": "etls-auth (refresh cluster)",
 }
+if ETLS_WASM_B is not None:
+    ENVOYS["etls_b"] = "etls-auth [B] (inline rotation)"
 
 
 def main() -> int:
@@ -403,6 +418,8 @@ def main() -> int:
         "etls_cluster": ([h.wasm_filter(dict(plugin, refresh_cluster="etls_refresh"), SECRETS, wasm=ETLS_WASM)],
                          {"login_api": login_port, "etls_refresh": ports["etls_cluster"][0]}),
     }
+    if ETLS_WASM_B is not None:
+        configs["etls_b"] = ([h.wasm_filter(plugin, SECRETS, wasm=ETLS_WASM_B)], {"login_api": login_port})
     try:
         envoys: dict[str, Proc] = {}
         login_api = start_envoy("login_api", login_api_bootstrap(login_port, login_admin), login_port, login_admin, CLIENT_CPU)
@@ -414,7 +431,7 @@ def main() -> int:
         time.sleep(1.0)
         rss_ready = {name: rss_kib(p.pid) for name, p in envoys.items()}
         only = [k for k in os.environ.get("BENCH_CASES", "").split(",") if k]
-        all_cases = [c for c in cases() if not only or c.key in only or c.key == "baseline"]
+        all_cases = [c for c in cases() + cases_b() if not only or c.key in only or c.key == "baseline"]
         states = {case.key: check(case, envoys[case.envoy].port) for case in all_cases}
         print(f"bench: all {len(all_cases)} cases answer as expected; warming up", flush=True)
         for case in all_cases:
@@ -481,7 +498,7 @@ def main() -> int:
         "| case | req/s | × baseline | p50 ms | p99 ms | CPU µs/req | × baseline | added µs/req | × floor | Envoy RSS MiB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for case in cases():
+    for case in cases() + cases_b():
         if case.key not in med:
             continue
         m = med[case.key]
