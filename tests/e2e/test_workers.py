@@ -14,7 +14,7 @@ import pytest
 from harness import checks, tokens
 from harness.envoy import PREVIOUS_SECRETS, SECRETS, LdsListener, plugin_config
 from harness import client
-from harness.ops import served_by, wait_until, worker_connections
+from harness.ops import EcdsGateway, served_by, wait_until, worker_connections
 
 WORKERS = 4
 MAX_TRIES = 80  # fresh connections to reach every worker (each try hits one of 4 at random)
@@ -100,52 +100,86 @@ def test_64_concurrent_rotations_spread_over_the_workers_all_succeed(make_gatewa
     assert rotations == n
 
 
-def test_every_workers_cache_forgets_a_removed_key_after_a_push(upstreams):
+class _LdsPush:
+    """The filter in a listener pushed by LDS from a watched file."""
+
+    def __init__(self, upstreams, env):
+        self.lds = LdsListener("workers-lds", env=env, clusters={"app": upstreams.app.port, "login_api": upstreams.login.port})
+        self.lds.envoy.concurrency = WORKERS
+        self.envoy, self.port, self.n = self.lds.envoy, self.lds.listener_port, 0
+        self.push(plugin_config(), env)
+        self.envoy.start()
+
+    def push(self, plugin, env):
+        self.lds.env = dict(env)
+        self.lds.push(plugin)
+        self.n += 1
+
+    def settled(self):
+        assert self.lds.wait_counts(self.n, 0) == (self.n, 0)
+        e = self.envoy
+        assert wait_until(lambda: e.stat("listener_manager.total_listeners_warming") == 0
+                          and e.stat("listener_manager.total_listeners_draining") == 0
+                          and e.stat("listener_manager.total_listeners_active") == 1, 20)
+
+
+class _EcdsPush:
+    """The filter by ECDS from a watched file, in a static listener."""
+
+    def __init__(self, upstreams, env):
+        self.g = EcdsGateway("workers-ecds", clusters={"app": upstreams.app.port, "login_api": upstreams.login.port},
+                             concurrency=WORKERS)
+        self.envoy, self.port = self.g.envoy, self.g.listener_port
+        self.g.start(plugin_config(), env)
+
+    def push(self, plugin, env):
+        self.g.push(plugin, env)
+
+    def settled(self):
+        self.g.wait_taken(str(self.g.version))
+
+
+@pytest.mark.parametrize("how", ["lds", "ecds"])
+def test_every_workers_cache_forgets_a_removed_key_after_a_push(upstreams, how):
     """A token verified (and cached in every worker's VM) under ETLS_ACCESS_PREVIOUS is refused by
     every worker once a push removes that key; a push that changes only the plugin configuration
-    (which secret it reads) likewise empties every worker's cache. Pushed by LDS from a watched file."""
+    (which secret it reads) likewise empties every worker's cache. Pushed by LDS (the listener) or
+    by ECDS (the filter alone), each from a watched file."""
     env = {**SECRETS, **PREVIOUS_SECRETS, "ETLS_ACCESS_NEXT": "next-access-secret-abcdefghijklmnopqrstuvwxyz012345"}
-    lds = LdsListener("workers-push", env=env, clusters={"app": upstreams.app.port, "login_api": upstreams.login.port})
-    lds.envoy.concurrency = WORKERS
-    lds.push(plugin_config())
-    lds.envoy.start()
-    e, port = lds.envoy, lds.listener_port
+    gw = (_LdsPush if how == "lds" else _EcdsPush)(upstreams, env)
+    e, port = gw.envoy, gw.port
     old = tokens.access(91, "old", secret=PREVIOUS_SECRETS["ETLS_ACCESS_PREVIOUS"])
     current = tokens.access(92, "cur")
     nxt = tokens.access(93, "next", secret=env["ETLS_ACCESS_NEXT"])
 
     def get(tok, tag):
         return lambda i: client.request(port, "GET", f"/c/{tag}/{i}", cookies={"accessTokenEtls": tok},
-                                        headers={"x-etls-probe": f"cache-{tag}-{i}"})
+                                        headers={"x-etls-probe": f"cache-{how}-{tag}-{i}"})
 
-    def settled(n):
-        assert lds.wait_counts(n, 0) == (n, 0)
-        assert wait_until(lambda: e.stat("listener_manager.total_listeners_warming") == 0
-                          and e.stat("listener_manager.total_listeners_active") == 1, 20)
+    def never_at_app(tag):
+        assert upstreams.app.find(lambda s: (s.header("x-etls-probe") or "").startswith(f"cache-{how}-{tag}-")) == []
 
     try:
-        settled(1)
+        gw.settled()
         assert wait_until(lambda: worker_connections(e, port), 20)
         # Verified under the previous key on every worker; the repeats come from each worker's cache.
         _until_every_worker(e, port, get(old, "old1"), _valid("91"))
         _until_every_worker(e, port, get(old, "old2"), _valid("91"))
 
         # Push 2: the previous key is gone (the VM environment changes).
-        lds.env = {k: v for k, v in env.items() if k != "ETLS_ACCESS_PREVIOUS"}
-        lds.push(plugin_config())
-        settled(2)
-        upstreams.app.clear()
+        gw.push(plugin_config(), {k: v for k, v in env.items() if k != "ETLS_ACCESS_PREVIOUS"})
+        gw.settled()
         _until_every_worker(e, port, get(old, "old3"), _refused(upstreams))
-        assert upstreams.app.find(lambda s: (s.header("x-etls-probe") or "").startswith("cache-old3")) == []
+        never_at_app("old3")
         # No session lost: the current key verifies everywhere, twice (the second from the cache).
         _until_every_worker(e, port, get(current, "cur1"), _valid("92"))
         _until_every_worker(e, port, get(current, "cur2"), _valid("92"))
 
         # Push 3: same VM environment, the plugin now reads ETLS_ACCESS_NEXT (a configuration-only change).
-        lds.push(plugin_config(access_secret_env="ETLS_ACCESS_NEXT"))
-        settled(3)
+        gw.push(plugin_config(access_secret_env="ETLS_ACCESS_NEXT"), {k: v for k, v in env.items() if k != "ETLS_ACCESS_PREVIOUS"})
+        gw.settled()
         _until_every_worker(e, port, get(current, "cur3"), _refused(upstreams))
-        assert upstreams.app.find(lambda s: (s.header("x-etls-probe") or "").startswith("cache-cur3")) == []
+        never_at_app("cur3")
         _until_every_worker(e, port, get(nxt, "next"), _valid("93"))
     finally:
         e.stop()

@@ -201,6 +201,9 @@ class EcdsGateway:
             raise AssertionError(f"{self.name}: version {version} not taken within {timeout}s (serving {self.ecds_version()})")
         if self.ecds_version() != version:
             raise AssertionError(f"{self.name}: version {version} rejected:\n{self.envoy.log_tail(20)}")
+        # version_text moves when the main thread took the version; the workers get it (and their
+        # new VMs) right after, by a post to each worker: give them a moment.
+        time.sleep(0.5)
 
     def wait_rejected(self, rejected: int, timeout: float = 30.0) -> None:
         if not wait_until(lambda: self.ecds_counts()["update_rejected"] >= rejected, timeout):
