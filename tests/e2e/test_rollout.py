@@ -160,3 +160,27 @@ def test_a_bad_push_is_rejected_and_the_previous_configuration_keeps_serving(rep
         report = load.stop()
     _check(report, "bad pushes")
     assert report.rotations >= BROWSERS
+
+
+def test_dropping_the_old_key_before_refresh_ttl_logs_out_a_session_idle_since_before_step_2(upstreams):
+    """Why the runbook waits refresh_ttl_s + clock_skew_s before step 3: a browser idle since
+    before step 2 still holds a refresh token signed with the old key; it rotates while the old key
+    is accepted (step 2) and is logged out once the old key is gone (step 3)."""
+    login = UsersLoginApi().start()
+    rep = EcdsGateway("replica-idle", clusters={"app": upstreams.app.port, "login_api": login.port, "etls_refresh": None})
+    try:
+        rep.start({**PLUGIN, "refresh_ttl_s": 3600}, OLD)
+        r = client.request(rep.listener_port, "POST", "/api/auth/login", body={"email": "u9@example.test", "password": "pw"})
+        assert r.status == 200
+        idle = {"refreshTokenEtls": r.cookie("refreshTokenEtls").value}  # its access token has expired meanwhile
+        assert tokens.verifies(idle["refreshTokenEtls"], OLD["ETLS_REFRESH"])
+        rep.wait_taken(rep.push({**PLUGIN, "refresh_ttl_s": 3600}, accept_next()))
+        rep.wait_taken(rep.push({**PLUGIN, "refresh_ttl_s": 3600}, sign_new()))
+        r = client.request(rep.listener_port, "GET", "/page/idle", cookies=idle)
+        assert r.status == 200 and tokens.verifies(r.cookie("refreshTokenEtls").value, NEW["ETLS_REFRESH"]), r
+        rep.wait_taken(rep.push({**PLUGIN, "refresh_ttl_s": 3600}, new_only()))
+        r = client.request(rep.listener_port, "GET", "/page/idle", cookies=idle)
+        assert r.status == 401 and r.json() == {"error": "Unauthorized"}, r
+    finally:
+        rep.stop()
+        login.stop()
