@@ -3,12 +3,24 @@
 
 POST /login with JSON {"email": ..., "password": ...}
   - known user, right password: 200 {"accessToken", "refreshToken", "userData": {id, name, email, role}}
+  - a disabled user:            403 {"error": "User disabled"}
   - anything else:              401 {"error": "Invalid credentials"}
   - body not JSON / fields not strings: 400
+POST /refresh with JSON {"refreshToken": ...} (the filter's `login_refresh_path`)
+  - a refresh token it issued, user enabled: 200 {"accessToken", "refreshToken", "userData"}, new tokens;
+    the old refresh token is then spent, but for 30 s it still gets the same answer (a burst of
+    requests spread over several Envoy workers makes several calls with it)
+  - user disabled, or a token it does not know (spent, or from before a restart): 401
 GET /healthz: 200 "ok" (readiness probe for scripts/demo.sh)
+
+With --admin-port, a second listener (127.0.0.1 only) disables and enables users while the demo
+runs, so you can watch a revocation take effect:
+  POST /users/<email>/disable, POST /users/<email>/enable, GET /users
 
 The accessToken / refreshToken it returns are opaque random strings standing in for a real
 login API's own tokens; the filter passes them on verbatim as the accessToken / refreshToken cookies.
+They are short-lived (--token-ttl-s, default 60: the access token's lifetime; the API keeps them in
+memory only).
 
 DEMO-ONLY: the users and passwords below are public and hard-coded. Never use this server,
 or these credentials, for anything real.
@@ -19,6 +31,8 @@ import hmac
 import json
 import secrets
 import sys
+import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # DEMO-ONLY credentials. Alice has a numeric id, Bob a string id: the filter keeps the JSON
@@ -35,6 +49,74 @@ DEMO_USERS = {
 }
 
 MAX_BODY = 64 * 1024
+# How long a spent refresh token still gets the answer it got (a burst over several workers).
+REUSE_S = 30
+
+
+class Sessions:
+    """The API's own tokens, in memory: refresh token -> email, access token -> (email, expiry),
+    and the users an admin disabled."""
+
+    def __init__(self, token_ttl_s):
+        self.token_ttl_s = token_ttl_s
+        self.lock = threading.Lock()
+        self.refresh = {}   # refresh token -> email
+        self.spent = {}     # spent refresh token -> (email, answer, time it was spent)
+        self.access = {}    # access token -> (email, expiry)
+        self.disabled = set()
+
+    def issue(self, email):
+        """New tokens for `email` (called with the lock held)."""
+        access = "demo-api-access-" + secrets.token_urlsafe(24)
+        refresh = "demo-api-refresh-" + secrets.token_urlsafe(24)
+        self.access[access] = (email, time.time() + self.token_ttl_s)
+        self.refresh[refresh] = email
+        return {"accessToken": access, "refreshToken": refresh, "userData": DEMO_USERS[email]["userData"]}
+
+    def login(self, email):
+        with self.lock:
+            return None if email in self.disabled else self.issue(email)
+
+    def renew(self, refresh_token):
+        """The answer to POST /refresh: (status, payload)."""
+        now = time.time()
+        with self.lock:
+            for token, (_, _, at) in list(self.spent.items()):
+                if now - at > REUSE_S:
+                    del self.spent[token]
+            for token, (_, expiry) in list(self.access.items()):
+                if expiry < now:
+                    del self.access[token]
+            email = self.refresh.pop(refresh_token, None)
+            if email is None and refresh_token in self.spent:
+                email, answer, _ = self.spent[refresh_token]
+                if email in self.disabled:
+                    return 401, {"error": "User disabled"}
+                return 200, answer
+            if email is None:
+                return 401, {"error": "Invalid refresh token"}
+            if email in self.disabled:
+                return 401, {"error": "User disabled"}
+            answer = self.issue(email)
+            self.spent[refresh_token] = (email, answer, now)
+            return 200, answer
+
+    def set_disabled(self, email, disabled):
+        with self.lock:
+            if email not in DEMO_USERS:
+                return False
+            if disabled:
+                self.disabled.add(email)
+            else:
+                self.disabled.discard(email)
+            return True
+
+    def users(self):
+        with self.lock:
+            return [{"email": e, "disabled": e in self.disabled} for e in DEMO_USERS]
+
+
+SESSIONS = Sessions(60)
 
 
 def find_user_by_id(user_id):
@@ -68,22 +150,36 @@ class LoginApiHandler(BaseHTTPRequestHandler):
         else:
             self._reply(404, {"error": "Not found"})
 
-    def do_POST(self):
-        if self.path.split("?", 1)[0] != "/login":
-            self._reply(404, {"error": "Not found"})
-            return
+    def _json_body(self):
+        """The request's JSON body, or None after answering 400."""
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
         if length < 0 or length > MAX_BODY:
             self._reply(400, {"error": "Bad request"})
-            return
+            return None
         raw = self.rfile.read(length)
         try:
-            data = json.loads(raw)
+            return json.loads(raw)
         except ValueError:
             self._reply(400, {"error": "Body must be JSON"})
+            return None
+
+    def do_POST(self):
+        path = self.path.split("?", 1)[0]
+        if path not in ("/login", "/refresh"):
+            self._reply(404, {"error": "Not found"})
+            return
+        data = self._json_body()
+        if data is None:
+            return
+        if path == "/refresh":
+            token = data.get("refreshToken") if isinstance(data, dict) else None
+            if not isinstance(token, str):
+                self._reply(400, {"error": "refreshToken must be a string"})
+                return
+            self._reply(*SESSIONS.renew(token))
             return
         email = data.get("email") if isinstance(data, dict) else None
         password = data.get("password") if isinstance(data, dict) else None
@@ -95,15 +191,40 @@ class LoginApiHandler(BaseHTTPRequestHandler):
         if user is None or not hmac.compare_digest(user["password"].encode(), password.encode()):
             self._reply(401, {"error": "Invalid credentials"})
             return
-        self._reply(200, {
-            "accessToken": "demo-api-access-" + secrets.token_urlsafe(24),
-            "refreshToken": "demo-api-refresh-" + secrets.token_urlsafe(24),
-            "userData": user["userData"],
-        })
+        answer = SESSIONS.login(email.strip().lower())
+        if answer is None:
+            self._reply(403, {"error": "User disabled"})
+            return
+        self._reply(200, answer)
 
     def log_message(self, fmt, *args):
         # The request line only (never the body: it carries the password).
         sys.stderr.write("login_api: %s\n" % (fmt % args))
+
+
+class AdminHandler(BaseHTTPRequestHandler):
+    """The admin listener: disable or enable a demo user while the demo runs."""
+    server_version = "etls-demo-login-api-admin"
+    sys_version = ""
+    _reply = LoginApiHandler._reply
+
+    def do_GET(self):
+        if self.path == "/users":
+            self._reply(200, {"users": SESSIONS.users()})
+        else:
+            self._reply(404, {"error": "Not found"})
+
+    def do_POST(self):
+        parts = self.path.split("?", 1)[0].strip("/").split("/")
+        if len(parts) == 3 and parts[0] == "users" and parts[2] in ("disable", "enable"):
+            email = parts[1].lower()
+            if SESSIONS.set_disabled(email, parts[2] == "disable"):
+                self._reply(200, {"email": email, "disabled": parts[2] == "disable"})
+                return
+        self._reply(404, {"error": "Not found"})
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("login_api admin: %s\n" % (fmt % args))
 
 
 class DemoServer(ThreadingHTTPServer):
@@ -117,8 +238,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--admin-port", type=int, default=None,
+                        help="also listen on 127.0.0.1:ADMIN_PORT for POST /users/<email>/disable|enable")
+    parser.add_argument("--token-ttl-s", type=int, default=60, help="lifetime of the access tokens it issues")
     args = parser.parse_args()
+    SESSIONS.token_ttl_s = args.token_ttl_s
     server = DemoServer((args.host, args.port), LoginApiHandler)
+    admin = None
+    if args.admin_port is not None:
+        admin = DemoServer(("127.0.0.1", args.admin_port), AdminHandler)
+        threading.Thread(target=admin.serve_forever, daemon=True).start()
+        print(f"demo login API admin on http://127.0.0.1:{args.admin_port}/users", flush=True)
     print(f"demo login API (DEMO-ONLY users) on http://{args.host}:{args.port}/login", flush=True)
     try:
         server.serve_forever()
@@ -126,6 +256,9 @@ def main():
         pass
     finally:
         server.server_close()
+        if admin is not None:
+            admin.shutdown()
+            admin.server_close()
 
 
 if __name__ == "__main__":

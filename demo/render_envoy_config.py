@@ -4,6 +4,8 @@
 Overrides come from environment variables; unset ones leave envoy.yaml as it is:
   ETLS_DEMO_ACCESS_TTL_S      access_ttl_s of the filter (e.g. 2 for the browser test)
   ETLS_DEMO_COOKIE_SECURE     cookie_secure of the filter ("true" / "false")
+  ETLS_DEMO_LOGIN_REFRESH_PATH  login_refresh_path of the filter (e.g. /refresh: the demo login
+                              API's refresh call, so a user disabled at the API is signed out)
   ETLS_DEMO_LISTEN_PORT       Envoy listener port (10000), also where etls_refresh points
   ETLS_DEMO_ADMIN_PORT        Envoy admin port (9901)
   ETLS_DEMO_APP_PORT          demo app port (8080)
@@ -42,6 +44,11 @@ def filter_overrides():
         if secure not in ("true", "false"):
             sys.exit(f"ETLS_DEMO_COOKIE_SECURE must be true or false, got {secure!r}")
         out["cookie_secure"] = secure == "true"
+    refresh_path = os.environ.get("ETLS_DEMO_LOGIN_REFRESH_PATH")
+    if refresh_path:
+        if not refresh_path.startswith("/") or refresh_path.startswith("//") or any(c in refresh_path for c in "?# "):
+            sys.exit(f"ETLS_DEMO_LOGIN_REFRESH_PATH must be a path such as /refresh, got {refresh_path!r}")
+        out["login_refresh_path"] = refresh_path
     return out
 
 

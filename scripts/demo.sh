@@ -7,8 +7,11 @@
 #   ENVOY_BIN / ENVOY_PATH     Envoy binary (default: .venv/bin/envoy from scripts/setup.sh, then envoy on PATH)
 #   ETLS_DEMO_ACCESS_TTL_S     access token lifetime in seconds (default: envoy.yaml's), e.g. 20 to watch rotation
 #   ETLS_DEMO_COOKIE_SECURE    true/false: override cookie_secure (default: envoy.yaml's)
-#   ETLS_DEMO_LISTEN_PORT, ETLS_DEMO_ADMIN_PORT, ETLS_DEMO_APP_PORT, ETLS_DEMO_LOGIN_API_PORT
-#                              other ports than 10000, 9901, 8080, 8081
+#   ETLS_DEMO_LOGIN_REFRESH_PATH  e.g. /refresh: set login_refresh_path, so every rotation asks the
+#                              demo login API (a user disabled there is signed out; README, Demo)
+#   ETLS_DEMO_LISTEN_PORT, ETLS_DEMO_ADMIN_PORT, ETLS_DEMO_APP_PORT, ETLS_DEMO_LOGIN_API_PORT,
+#   ETLS_DEMO_LOGIN_ADMIN_PORT other ports than 10000, 9901, 8080, 8081, 8082 (the last: the demo
+#                              login API's admin listener, which disables and enables users)
 #   ETLS_DEMO_RUN_DIR          where logs (and a rendered envoy.yaml) go (default: a new temp dir)
 #   ETLS_DEMO_SKIP_SETUP=1     skip scripts/setup.sh and scripts/build-wasm.sh (they already ran)
 set -euo pipefail
@@ -40,12 +43,13 @@ LISTEN_PORT=${ETLS_DEMO_LISTEN_PORT:-10000}
 ADMIN_PORT=${ETLS_DEMO_ADMIN_PORT:-9901}
 APP_PORT=${ETLS_DEMO_APP_PORT:-8080}
 LOGIN_API_PORT=${ETLS_DEMO_LOGIN_API_PORT:-8081}
+LOGIN_ADMIN_PORT=${ETLS_DEMO_LOGIN_ADMIN_PORT:-8082}
 
 RUN_DIR=${ETLS_DEMO_RUN_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/etls-demo.XXXXXX")}
 mkdir -p "$RUN_DIR"
 
 # Fail early, and clearly, when a port is taken (e.g. a demo that is still running).
-for port in "$LISTEN_PORT" "$ADMIN_PORT" "$APP_PORT" "$LOGIN_API_PORT"; do
+for port in "$LISTEN_PORT" "$ADMIN_PORT" "$APP_PORT" "$LOGIN_API_PORT" "$LOGIN_ADMIN_PORT"; do
   # SO_REUSEADDR as Envoy and the demo servers use it: only a listener makes bind fail, not TIME_WAIT.
   if ! "$PY" -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1]))); s.close()' "$port" 2>/dev/null; then
     echo "demo: port 127.0.0.1:$port is already in use (another demo running?)" >&2
@@ -54,7 +58,7 @@ for port in "$LISTEN_PORT" "$ADMIN_PORT" "$APP_PORT" "$LOGIN_API_PORT"; do
 done
 
 CONFIG=envoy.yaml
-if [ -n "${ETLS_DEMO_ACCESS_TTL_S:-}${ETLS_DEMO_COOKIE_SECURE:-}${ETLS_DEMO_LISTEN_PORT:-}${ETLS_DEMO_ADMIN_PORT:-}${ETLS_DEMO_APP_PORT:-}${ETLS_DEMO_LOGIN_API_PORT:-}" ]; then
+if [ -n "${ETLS_DEMO_ACCESS_TTL_S:-}${ETLS_DEMO_COOKIE_SECURE:-}${ETLS_DEMO_LOGIN_REFRESH_PATH:-}${ETLS_DEMO_LISTEN_PORT:-}${ETLS_DEMO_ADMIN_PORT:-}${ETLS_DEMO_APP_PORT:-}${ETLS_DEMO_LOGIN_API_PORT:-}" ]; then
   CONFIG=$RUN_DIR/envoy.yaml
   "$PY" demo/render_envoy_config.py envoy.yaml "$CONFIG"
 fi
@@ -92,7 +96,7 @@ wait_ready() {
   return 1
 }
 
-python3 demo/login_api.py --port "$LOGIN_API_PORT" >"$RUN_DIR/login_api.log" 2>&1 &
+python3 demo/login_api.py --port "$LOGIN_API_PORT" --admin-port "$LOGIN_ADMIN_PORT" >"$RUN_DIR/login_api.log" 2>&1 &
 PIDS+=($!); wait_ready login_api "http://127.0.0.1:$LOGIN_API_PORT/healthz" "$!"
 
 # The app reads the filter's counters from Envoy's admin API for its signed-in page.
@@ -107,11 +111,13 @@ PIDS+=($!); wait_ready envoy "http://127.0.0.1:$ADMIN_PORT/ready" "$!"
 # printf is a builtin: no child process between "running" and the wait, so Ctrl-C is handled at once.
 ttl_note=""
 [ -n "${ETLS_DEMO_ACCESS_TTL_S:-}" ] && ttl_note=" (access_ttl_s=$ETLS_DEMO_ACCESS_TTL_S)"
+[ -n "${ETLS_DEMO_LOGIN_REFRESH_PATH:-}" ] && ttl_note="$ttl_note (login_refresh_path=$ETLS_DEMO_LOGIN_REFRESH_PATH)"
 printf '%s\n' "" \
   "  etls-auth demo is running: open http://localhost:$LISTEN_PORT/" "" \
   "  DEMO-ONLY users (hard-coded in demo/login_api.py, never use them for anything real):" \
   "    alice@example.com / alice-demo-password   role admin, numeric id 1" \
   "    bob@example.com   / bob-demo-password     role user,  string id \"u-bob-42\"" "" \
+  "  Disable a user at the login API: curl -X POST http://127.0.0.1:$LOGIN_ADMIN_PORT/users/bob@example.com/disable" \
   "  Config: $CONFIG$ttl_note" \
   "  Logs:   $RUN_DIR/{envoy,app,login_api}.log" \
   "  Press Ctrl-C to stop." ""

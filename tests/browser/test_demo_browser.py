@@ -115,7 +115,7 @@ def default_sigint():
 
 class Demo:
     def __init__(self, name="demo-run"):
-        self.listen, self.admin, self.app, self.login_api = free_ports(4)
+        self.listen, self.admin, self.app, self.login_api, self.login_admin = free_ports(5)
         self.base = f"http://localhost:{self.listen}"
         self.run_dir = OUT / name
         if self.run_dir.exists():
@@ -136,6 +136,7 @@ class Demo:
             "ETLS_DEMO_ADMIN_PORT": str(self.admin),
             "ETLS_DEMO_APP_PORT": str(self.app),
             "ETLS_DEMO_LOGIN_API_PORT": str(self.login_api),
+            "ETLS_DEMO_LOGIN_ADMIN_PORT": str(self.login_admin),
             "ETLS_DEMO_RUN_DIR": str(self.run_dir),
         })
         env.update(extra_env or {})
@@ -455,3 +456,43 @@ def test_demo_sh_stops_every_process_on_ctrl_c():
     finally:
         d.stop()
         d.kill_leftovers(pids)
+
+
+def test_disabled_user_is_signed_out_in_chromium(browser):
+    """With login_refresh_path (ETLS_DEMO_LOGIN_REFRESH_PATH=/refresh), a user disabled at the
+    demo login API (its admin listener) is signed out at the next rotation: after the access TTL
+    a reload lands on the login page, every cookie cleared. Its own demo run, so the other tests
+    keep the default configuration."""
+    import urllib.request
+
+    d = Demo("demo-revocation")
+    child_pids = []
+    try:
+        d.start(extra_env={"ETLS_DEMO_LOGIN_REFRESH_PATH": "/refresh"})
+        child_pids = children_of(d.proc.pid)
+        b = browser
+        b.delete_all_cookies()
+        b.get(d.base + "/login?next=%2F")
+        submit_login(b, *BOB)
+        wait_for(b, on_page("/", "user-name"), "the home page after login")
+        jar = cookies_by_name(b)
+        assert text_of(b, "user-name") == "Bob User"
+        assert sorted(jar) == sorted(ALL_COOKIES)
+        access = jwt_claims(jar["accessTokenEtls"]["value"])
+
+        disable = urllib.request.Request(f"http://127.0.0.1:{d.login_admin}/users/bob@example.com/disable", method="POST")
+        with urllib.request.urlopen(disable, timeout=5) as r:
+            assert json.loads(r.read()) == {"email": "bob@example.com", "disabled": True}
+
+        wait_until = access["exp"] + CLOCK_SKEW_S + 1
+        while time.time() < wait_until:  # bounded: at most ACCESS_TTL_S + CLOCK_SKEW_S + 1 s
+            time.sleep(0.2)
+        b.refresh()
+        wait_for(b, on_page("/login", "login-form"), "the login page after the user was disabled")
+        assert parse_qs(urlsplit(b.current_url).query) == {"next": ["/"]}
+        assert b.get_cookies() == []
+        log = (d.run_dir / "login_api.log").read_text(errors="replace")
+        assert '"POST /refresh HTTP/1.1" 401' in log, log[-2000:]
+    finally:
+        d.stop()
+        d.kill_leftovers(child_pids)

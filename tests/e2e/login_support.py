@@ -91,15 +91,17 @@ def start_gateway_on(upstreams, name: str, *, app_port: int, login_port: int, co
 class DemoLoginApi:
     """demo/login_api.py as a subprocess on a free port (the real demo login API), stopped by PID."""
 
-    def __init__(self) -> None:
+    def __init__(self, *args: str) -> None:
+        """`args`: more command-line arguments (e.g. "--admin-port", "1234")."""
         self.port = henvoy.free_port()
+        self.args = list(args)
         self.log_path = paths.out_dir("login-demo-api") / f"login_api-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 15.0) -> "DemoLoginApi":
         log = open(self.log_path, "wb")
         try:
-            self.proc = subprocess.Popen([sys.executable, str(paths.REPO / "demo" / "login_api.py"), "--port", str(self.port)],
+            self.proc = subprocess.Popen([sys.executable, str(paths.REPO / "demo" / "login_api.py"), "--port", str(self.port), *self.args],
                                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         finally:
             log.close()

@@ -1,0 +1,145 @@
+"""Revocation end to end with the real demo login API (demo/login_api.py, a subprocess with its
+admin listener) and `login_refresh_path`, in both rotation modes: sign in, disable the user at
+the login API, wait past a short access TTL: the next request is denied and the cookies cleared.
+An outage of the login API instead keeps the user signed in. Also: the API's short-lived tokens
+are renewed on rotation, and a disabled user cannot sign in again."""
+from __future__ import annotations
+
+import http.client
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import checks, tokens
+from harness import envoy as henvoy
+from harness.gateway import Gateway
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from login_support import DemoLoginApi  # noqa: E402
+
+ACCESS_TTL_S = 2
+LOGIN = "/api/auth/login"
+# DEMO-ONLY users of demo/login_api.py.
+ALICE = {"email": "alice@example.com", "password": "alice-demo-password"}
+BOB = {"email": "bob@example.com", "password": "bob-demo-password"}
+
+
+class Api(DemoLoginApi):
+    def __init__(self) -> None:
+        self.admin_port = henvoy.free_port()
+        super().__init__("--admin-port", str(self.admin_port))
+
+    def admin(self, method: str, path: str) -> dict:
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=5)
+        try:
+            conn.request(method, path)
+            r = conn.getresponse()
+            assert r.status == 200, (r.status, path)
+            return json.loads(r.read())
+        finally:
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def api():
+    a = Api().start()
+    yield a
+    a.stop()
+
+
+@pytest.fixture(scope="module", params=["inline", "cluster"])
+def rgw(request, upstreams, api):
+    env = dict(henvoy.SECRETS)
+    plugin = henvoy.plugin_config(login_refresh_path="/refresh", access_ttl_s=ACCESS_TTL_S, clock_skew_s=0,
+                                  login_timeout_ms=1000)
+    clusters: dict[str, int | None] = {"app": upstreams.app.port, "login_api": api.port}
+    if request.param == "cluster":
+        plugin["refresh_cluster"] = "etls_refresh"
+        clusters["etls_refresh"] = None
+    e = henvoy.start_gateway(f"revocation-{request.param}", plugin=plugin, env=env, clusters=clusters, concurrency=2)
+    gw = Gateway(name="revocation", mode=request.param, envoy=e, app=upstreams.app, login=upstreams.login,
+                 plugin=plugin, env=env)
+    yield gw
+    e.stop()
+
+
+class Browser:
+    """A cookie jar that follows Set-Cookie (Max-Age=0 deletes)."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.jar: dict[str, str] = {}
+
+    def take(self, r) -> None:
+        for c in r.set_cookies:
+            if c.max_age == 0:
+                self.jar.pop(c.name, None)
+            else:
+                self.jar[c.name] = c.value
+
+    def get(self, path: str, **kw):
+        r = self.gw.get(path, cookies=dict(self.jar), **kw)
+        self.take(r)
+        return r
+
+    def login(self, creds: dict):
+        r = self.gw.post(LOGIN, body=creds)
+        self.take(r)
+        return r
+
+
+def wait_past_access_ttl(jar: dict, gw: Gateway) -> None:
+    exp = tokens.claims(jar[gw.access_cookie])["exp"]
+    while time.time() <= exp + 1:  # bounded: ACCESS_TTL_S + 1 s
+        time.sleep(0.1)
+
+
+def test_disabled_user_is_signed_out_after_the_access_ttl(rgw, api):
+    api.admin("POST", "/users/alice@example.com/enable")
+    b = Browser(rgw)
+    r = b.login(ALICE)
+    assert r.status == 200, r
+    first_api_tokens = (b.jar[rgw.upstream_access_cookie], b.jar[rgw.upstream_refresh_cookie])
+    checks.identity(checks.echo(b.get("/x")), rgw, "1", "admin")
+
+    # Still enabled: past the access TTL the rotation renews the API's short-lived tokens too.
+    wait_past_access_ttl(b.jar, rgw)
+    r = b.get("/y")
+    checks.identity(checks.echo(r), rgw, "1", "admin")
+    assert sorted(c.name for c in r.set_cookies) == sorted(rgw.cookie_names)
+    renewed = (b.jar[rgw.upstream_access_cookie], b.jar[rgw.upstream_refresh_cookie])
+    assert renewed[0] != first_api_tokens[0] and renewed[1] != first_api_tokens[1]
+    assert all(t.startswith(("demo-api-access-", "demo-api-refresh-")) for t in renewed)
+
+    # Disabled at the API: the valid access token still works until it expires ...
+    assert api.admin("POST", "/users/alice@example.com/disable") == {"email": "alice@example.com", "disabled": True}
+    try:
+        checks.echo(b.get("/z"))
+        wait_past_access_ttl(b.jar, rgw)
+        # ... then the next request is denied and every cookie cleared.
+        r = b.get("/after")
+        checks.unauthorized(r, rgw)
+        assert b.jar == {}
+        # Signing in again is refused (the API answers 403; the filter says invalid credentials).
+        assert b.login(ALICE).status == 401
+    finally:
+        api.admin("POST", "/users/alice@example.com/enable")
+
+
+def test_login_api_outage_keeps_the_user_signed_in(rgw, api, upstreams):
+    b = Browser(rgw)
+    assert b.login(BOB).status == 200
+    api_tokens = (b.jar[rgw.upstream_access_cookie], b.jar[rgw.upstream_refresh_cookie])
+    wait_past_access_ttl(b.jar, rgw)
+    api.stop()  # the login API is down: connection refused
+    try:
+        r = b.get("/during-outage")
+        e = checks.echo(r)
+        checks.identity(e, rgw, "u-bob-42", "user")
+        a, ref = checks.rotated(r, rgw, user_id="u-bob-42", role="user")  # the ETLS pair only
+        assert (b.jar[rgw.upstream_access_cookie], b.jar[rgw.upstream_refresh_cookie]) == api_tokens
+    finally:
+        api.start()
