@@ -83,12 +83,15 @@ def make_gateway(upstreams: Upstreams):
         env: dict[str, str] | None = None,
         refresh_to: str = "self",
         concurrency: int = 1,
+        allow_on_headers_stop_iteration: bool = True,
         **plugin_keys: Any,
     ) -> Gateway:
         """mode "inline": no refresh_cluster; "cluster": refresh_cluster set, pointing at this
-        Envoy (refresh_to="self") or at the stub refresh server (refresh_to="stub")."""
+        Envoy (refresh_to="self") or at the stub refresh server (refresh_to="stub").
+        allow_on_headers_stop_iteration=False leaves the flag out of the Wasm config (the
+        filter's fallback)."""
         env = dict(env if env is not None else {**henvoy.SECRETS, **henvoy.PREVIOUS_SECRETS})
-        key = json.dumps([name, mode, env, refresh_to, concurrency, plugin_keys], sort_keys=True)
+        key = json.dumps([name, mode, env, refresh_to, concurrency, allow_on_headers_stop_iteration, plugin_keys], sort_keys=True)
         if key in cache and cache[key].envoy.alive():
             return cache[key]
         plugin = henvoy.plugin_config(**plugin_keys)
@@ -98,7 +101,8 @@ def make_gateway(upstreams: Upstreams):
             clusters[plugin["refresh_cluster"]] = None if refresh_to == "self" else upstreams.refresh.port
         elif mode != "inline":
             raise ValueError(mode)
-        e = henvoy.start_gateway(f"{name}-{mode}", plugin=plugin, env=env, clusters=clusters, concurrency=concurrency)
+        e = henvoy.start_gateway(f"{name}-{mode}", plugin=plugin, env=env, clusters=clusters, concurrency=concurrency,
+                                 allow_on_headers_stop_iteration=allow_on_headers_stop_iteration)
         started.append(e)
         gw = Gateway(name=name, mode=mode, envoy=e, app=upstreams.app, login=upstreams.login, plugin=plugin, env=env,
                      refresh_stub=upstreams.refresh if refresh_to == "stub" else None)

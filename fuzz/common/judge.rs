@@ -16,6 +16,7 @@
 use etls_auth::config::Config;
 use etls_auth::core::decision::{CallKind, Decision, Forward, LocalReply, Outcome, UpstreamReply};
 use etls_auth::core::request::RequestView;
+use etls_auth::core::upstream_session::can_hold_body;
 use etls_auth::error::CallError;
 use jwt_simple::prelude::{Duration, HS256Key, HS384Key, HS512Key, JWTClaims, MACLike, VerificationOptions};
 use serde_json::{json, Value};
@@ -565,8 +566,8 @@ pub fn check_decide(setup: &Setup, req: &RequestView, now: u64, d: &Decision) ->
                     if refresh_ok.is_empty() {
                         return Err("rotated without a valid refresh token".into());
                     }
-                    if cfg.refresh.is_some() {
-                        return Err("rotated inline although a refresh cluster is configured".into());
+                    if cfg.refresh.is_some() && can_hold_body(cfg, req) {
+                        return Err("rotated inline although a refresh cluster is configured and the request may wait".into());
                     }
                     if is_route(setup, path) || preflight {
                         return Err(format!("rotated on route or preflight {path:?}"));
@@ -603,13 +604,20 @@ pub fn check_decide(setup: &Setup, req: &RequestView, now: u64, d: &Decision) ->
             if refresh_ok.is_empty() || is_route(setup, path) || preflight {
                 return Err(format!("refresh call for {path:?} without a valid refresh token on a protected path"));
             }
+            // Held while the call is out, a large body still arriving would be buffered (413 past Envoy's limit).
+            if !can_hold_body(cfg, req) {
+                return Err(format!("refresh call for {path:?} while its body is still arriving"));
+            }
             Ok(())
         }
-        Decision::ReadBody { header_edits } => {
+        Decision::ReadBody { header_edits, hold_headers } => {
             if path != cfg.routes.login || req.method != "POST" || req.end_of_stream || preflight || !is_json_type(req) {
                 return Err(format!("ReadBody for {} {path:?}", req.method));
             }
-            // The login request's headers go on while its body is read: no identity may pass.
+            if !hold_headers {
+                return Err("ReadBody from decide must ask to hold the login's headers".to_owned());
+            }
+            // The login request's headers may still go on (no flag) while its body is read: no identity may pass.
             no_identity(setup, header_edits, &[])
         }
         Decision::Join(rotation) => {

@@ -12,11 +12,13 @@ pub enum Decision {
     Respond(LocalReply),
     /// Pause the request and call a cluster; its answer goes to `core::on_reply` with `call.kind`.
     Call(OutboundCall),
-    /// Read the login route's body: buffer it, then call `core::login::on_body`. Proxy-Wasm
-    /// cannot pause headers and still see the body, so the headers go on (after these edits)
-    /// while the body is held; whatever the app answers is held too and replaced by the
-    /// filter's own reply.
-    ReadBody { header_edits: Vec<HeaderEdit> },
+    /// Read the login route's body: buffer it, then call `core::login::on_body`. With
+    /// `hold_headers` the headers are held too (after these edits) until the filter answers, so
+    /// the app never sees the request; this needs `allow_on_headers_stop_iteration` in the Wasm
+    /// plugin config, and `core::waiting` notices when it is missing. Without `hold_headers`
+    /// the headers go on (after these edits) while the body is held; whatever the app answers
+    /// is held too and replaced by the filter's own reply.
+    ReadBody { header_edits: Vec<HeaderEdit>, hold_headers: bool },
     /// A rotation that first asks the login API (`login_refresh_path`): hand it to the VM's
     /// shared [`crate::core::upstream_session::UpstreamCalls`], which answers it at once (a
     /// reused answer) or makes it wait on the one call for its session.

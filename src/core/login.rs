@@ -44,7 +44,7 @@ pub fn on_headers(cfg: &Config, req: &RequestView) -> Decision {
     if req.end_of_stream {
         return on_body(cfg, b"");
     }
-    Decision::ReadBody { header_edits: session::identity_edits(cfg, None) }
+    Decision::ReadBody { header_edits: session::identity_edits(cfg, None), hold_headers: true }
 }
 
 /// Progress of the body: `buffered` bytes so far, `end_of_stream` when it is complete.
@@ -206,7 +206,7 @@ mod tests {
         let cfg = config();
         let mut r = req("POST", "/api/auth/login", None);
         r.end_of_stream = false;
-        assert!(matches!(on_headers(&cfg, &r), Decision::ReadBody { .. }));
+        assert!(matches!(on_headers(&cfg, &r), Decision::ReadBody { hold_headers: true, .. }));
         r.content_length = Some(16_385);
         assert_eq!(respond(on_headers(&cfg, &r)).0, 413);
         assert!(matches!(on_body_progress(&cfg, 16_385, false), BodyStep::Answer(_)));

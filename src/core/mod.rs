@@ -13,6 +13,7 @@ pub mod session;
 pub mod tokens;
 pub mod upstream;
 pub mod upstream_session;
+pub mod waiting;
 
 use crate::config::Config;
 use crate::error::CallError;

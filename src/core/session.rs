@@ -50,7 +50,11 @@ pub fn protect(cfg: &Config, cache: &mut TokenCache, req: &RequestView, now: u64
             (decision, _) => decision,
         };
     }
-    if let Some(call) = call {
+    // A request whose body is still arriving (and is not known to be small) is rotated inline
+    // even with a refresh cluster: held while a call is out, its body would be buffered, and
+    // past Envoy's buffer limit Envoy would answer 413 (SPEC: a rotation never turns a good
+    // request into an error).
+    if let Some(call) = call.filter(|_| upstream_session::can_hold_body(cfg, req)) {
         return Decision::Call(call);
     }
     match tokens::mint_pair(cfg, &identity, now) {
@@ -293,6 +297,21 @@ mod tests {
                 assert_eq!(outcome(&public), Outcome::Public);
             }
         }
+    }
+
+    #[test]
+    fn a_request_whose_body_is_still_arriving_rotates_inline_even_with_a_refresh_cluster() {
+        let clustered = config_with(json!({"refresh_cluster": "etls_refresh"}));
+        let mut upload = req("PUT", "/files/big", cookie(Tok::Expired, Tok::Valid).as_deref());
+        assert!(matches!(decide(&clustered, &upload, NOW), Decision::Call(_)), "no body: the call may wait");
+        upload.end_of_stream = false;
+        let d = decide(&clustered, &upload, NOW);
+        let Decision::Forward(f) = d else { panic!("{d:?}") };
+        assert_eq!(f.outcome, Outcome::RotatedInline);
+        assert_eq!(f.set_cookies.len(), 2);
+        assert!(f.header_edits.iter().any(|(n, v)| n == "cookie" && v.as_deref().is_some_and(|c| c.starts_with("theme=dark; accessTokenEtls="))));
+        // A valid access token or a denial never needed a call anyway.
+        assert_eq!(outcome(&decide(&clustered, &req("PUT", "/x", cookie(Tok::Expired, Tok::Forged).as_deref()), NOW)), Outcome::DeniedRefreshInvalid);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::core::decision::{CallKind, Decision, HeaderEdit, Outcome, PublishedId
 use crate::core::request::RequestView;
 use crate::core::upstream::RefreshAnswer;
 use crate::core::upstream_session::{self, Joined, UpstreamCalls, DISPATCH_TICK_MS};
+use crate::core::waiting::{self, Waiting};
 use crate::core::{self};
 use crate::error::CallError;
 
@@ -27,8 +28,9 @@ pub enum Step {
     Answered,
     /// Paused on a call this request dispatched; its answer must carry `token`.
     Calling { token: u32, kind: CallKind, sent_at: Option<SystemTime> },
-    /// The login body is being read (headers went on, body held).
-    ReadingBody,
+    /// The login body is being read; `headers_held` when the headers wait too (the app never
+    /// sees the request), else they went on and the app's answer is held and replaced.
+    ReadingBody { headers_held: bool },
     /// Paused on the VM's shared login API refresh call; the root carries out its decision.
     Waiting,
 }
@@ -47,6 +49,8 @@ pub struct Carrier<'a> {
     pub config: Option<&'a Config>,
     pub metrics: Option<&'a Metrics>,
     pub calls: &'a RefCell<UpstreamCalls>,
+    /// The VM's paused requests that its tick watches (held login headers).
+    pub waiting: &'a RefCell<Waiting>,
     /// The request as the core saw it (for a failed dispatch's decision).
     pub request: &'a RequestView,
 }
@@ -102,11 +106,17 @@ impl Carrier<'_> {
                     }
                 }
             }
-            Decision::ReadBody { header_edits } => {
+            Decision::ReadBody { header_edits, hold_headers } => {
                 if !edit_request_headers(id, &header_edits) {
                     return self.carry_out(core::internal_error());
                 }
-                Step::ReadingBody
+                let headers_held = hold_headers && self.admit_header_hold();
+                if headers_held {
+                    // With `allow_on_headers_stop_iteration` the body callbacks still run; the
+                    // tick notices when they do not (core::waiting).
+                    set_vm_tick(self.calls, self.waiting);
+                }
+                Step::ReadingBody { headers_held }
             }
             Decision::Join(rotation) => {
                 let Some(cfg) = self.config else { return self.carry_out(core::unconfigured()) };
@@ -139,6 +149,27 @@ impl Carrier<'_> {
                 }
             }
         }
+    }
+}
+
+impl Carrier<'_> {
+    /// Asks the VM's table whether this login's headers may be held, with what Envoy has
+    /// received of the request so far (`request.total_size`, after the header edits). A host
+    /// that will not say cannot be watched: the headers then go on (the login is still answered).
+    fn admit_header_hold(&self) -> bool {
+        let Some(baseline) = super::host::property_u64(&["request", "total_size"]) else { return false };
+        match self.waiting.try_borrow_mut() {
+            Ok(mut table) => table.admit_login(self.context_id, now_ms(), baseline),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Sets the VM's one tick period to what its per-VM structures need (0 stops it).
+pub fn set_vm_tick(calls: &RefCell<UpstreamCalls>, table: &RefCell<Waiting>) {
+    let needs = [calls.try_borrow().ok().and_then(|c| c.tick_period_ms()), table.try_borrow().ok().and_then(|w| w.tick_period_ms())];
+    if let Err(status) = super::host::set_tick_period(Duration::from_millis(waiting::vm_tick_ms(&needs))) {
+        log::error!("etls-auth: could not set the tick period: {status}");
     }
 }
 

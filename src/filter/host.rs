@@ -55,3 +55,60 @@ pub fn header_map(map_type: MapType) -> Vec<u8> {
         }
     }
 }
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    // ABI imports the SDK wraps with a `panic!` on any status it does not expect (a trap);
+    // statuses are read as plain u32 here and every one but Ok is an error.
+    fn proxy_set_effective_context(context_id: u32) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_set_tick_period_milliseconds(period_ms: u32) -> u32;
+    fn proxy_get_property(path_data: *const u8, path_size: usize, return_data: *mut *mut u8, return_size: *mut usize) -> u32;
+}
+
+/// Makes `context_id` the context later host calls act on (a root context reaching a paused
+/// request). Err with the host's status when it refused (e.g. the request is gone).
+pub fn set_effective_context(context_id: u32) -> Result<(), u32> {
+    // SAFETY: a plain ABI call with a value argument.
+    ok(unsafe { proxy_set_effective_context(context_id) })
+}
+
+/// Resumes the effective context's request (`proxy_continue_stream(HttpRequest)`).
+pub fn resume_request() -> Result<(), u32> {
+    // SAFETY: a plain ABI call with a value argument (0: the request stream).
+    ok(unsafe { proxy_continue_stream(0) })
+}
+
+/// Sets this VM's root tick period (0 stops it).
+pub fn set_tick_period(period: std::time::Duration) -> Result<(), u32> {
+    let millis = u32::try_from(period.as_millis()).unwrap_or(u32::MAX);
+    // SAFETY: a plain ABI call with a value argument.
+    ok(unsafe { proxy_set_tick_period_milliseconds(millis) })
+}
+
+/// An integer property of the effective context (Envoy serializes an int64 as its 8
+/// little-endian bytes); None if the host refuses it or it is not an integer.
+pub fn property_u64(path: &[&str]) -> Option<u64> {
+    let serialized = path.join("\0");
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: as in `header_map`: on Ok with a non-null pointer the host allocated `size` bytes
+    // through this module's allocator and handed them over.
+    let bytes = unsafe {
+        let status = proxy_get_property(serialized.as_ptr(), serialized.len(), &mut data, &mut size);
+        if status != Status::Ok as u32 || data.is_null() {
+            return None;
+        }
+        Vec::from_raw_parts(data, size, size)
+    };
+    let raw: [u8; 8] = bytes.as_slice().try_into().ok()?;
+    u64::try_from(i64::from_le_bytes(raw)).ok()
+}
+
+fn ok(status: u32) -> Result<(), u32> {
+    if status == Status::Ok as u32 {
+        Ok(())
+    } else {
+        Err(status)
+    }
+}

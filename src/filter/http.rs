@@ -15,6 +15,7 @@ use super::apply::{now, Carrier, Handoff, Step};
 use super::metrics::Metrics;
 use crate::config::Config;
 use crate::core::upstream_session::UpstreamCalls;
+use crate::core::waiting::Waiting;
 use crate::core::{self, cache::TokenCache, decision::*, login::BodyStep, request::RequestView};
 use crate::error::CallError;
 
@@ -22,8 +23,8 @@ use crate::error::CallError;
 enum Stage {
     /// Headers not yet seen.
     Started,
-    /// Buffering the login body.
-    ReadingBody,
+    /// Buffering the login body; `headers_held` when its headers wait too (the app never sees it).
+    ReadingBody { headers_held: bool },
     /// Paused on a dispatched call; its answer must carry this token.
     Calling { token: u32, kind: CallKind, sent_at: Option<SystemTime> },
     /// Paused on the VM's shared login API refresh call: the root context carries out the
@@ -44,6 +45,8 @@ pub struct AuthFilter {
     cache: Rc<RefCell<TokenCache>>,
     /// The VM's login API refresh calls (from `AuthRoot`).
     calls: Rc<RefCell<UpstreamCalls>>,
+    /// The VM's paused requests its tick watches (from `AuthRoot`).
+    waiting: Rc<RefCell<Waiting>>,
     /// What the root context carried out for a waiting request (from `AuthRoot`).
     handoff: Rc<RefCell<HashMap<u32, Handoff>>>,
     request: RequestView,
@@ -57,6 +60,7 @@ impl AuthFilter {
         metrics: Option<Rc<Metrics>>,
         cache: Rc<RefCell<TokenCache>>,
         calls: Rc<RefCell<UpstreamCalls>>,
+        waiting: Rc<RefCell<Waiting>>,
         handoff: Rc<RefCell<HashMap<u32, Handoff>>>,
     ) -> Self {
         AuthFilter {
@@ -65,6 +69,7 @@ impl AuthFilter {
             metrics,
             cache,
             calls,
+            waiting,
             handoff,
             request: RequestView::default(),
             stage: Stage::Started,
@@ -78,15 +83,18 @@ impl AuthFilter {
             config: self.config.as_deref(),
             metrics: self.metrics.as_deref(),
             calls: &self.calls,
+            waiting: &self.waiting,
             request: &self.request,
         };
         let (stage, action) = match carrier.carry_out(decision) {
             Step::Forwarded { set_cookies } => (Stage::Forwarded { set_cookies }, Action::Continue),
             Step::Answered => (Stage::Answered, Action::Pause),
             Step::Calling { token, kind, sent_at } => (Stage::Calling { token, kind, sent_at }, Action::Pause),
-            // Pausing here would stop the body callbacks too (Proxy-Wasm turns a header
-            // pause into StopAllIteration), so the headers go on and the body is held.
-            Step::ReadingBody => (Stage::ReadingBody, Action::Continue),
+            // Held headers need `allow_on_headers_stop_iteration` (else Envoy turns this pause
+            // into StopAllIteration and the tick lets them go, core::waiting); otherwise the
+            // headers go on and the body is held.
+            Step::ReadingBody { headers_held: true } => (Stage::ReadingBody { headers_held: true }, Action::Pause),
+            Step::ReadingBody { headers_held: false } => (Stage::ReadingBody { headers_held: false }, Action::Continue),
             Step::Waiting => (Stage::Waiting, Action::Pause),
         };
         self.stage = stage;
@@ -151,6 +159,9 @@ impl Context for AuthFilter {
         if let Ok(mut map) = self.handoff.try_borrow_mut() {
             map.remove(&self.context_id);
         }
+        if let Ok(mut waiting) = self.waiting.try_borrow_mut() {
+            waiting.remove(self.context_id);
+        }
         true
     }
 }
@@ -175,7 +186,13 @@ impl HttpContext for AuthFilter {
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         self.pick_up_handoff();
         match self.stage {
-            Stage::ReadingBody => {
+            Stage::ReadingBody { headers_held } => {
+                if headers_held {
+                    // Envoy hands the body over: the flag is set, nothing for the tick to watch.
+                    if let Ok(mut waiting) = self.waiting.try_borrow_mut() {
+                        waiting.body_arrived(self.context_id);
+                    }
+                }
                 let Some(cfg) = self.config.clone() else { return self.apply(core::unconfigured()) };
                 match core::login::on_body_progress(&cfg, body_size, end_of_stream) {
                     BodyStep::Wait => Action::Pause,
@@ -192,7 +209,7 @@ impl HttpContext for AuthFilter {
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         self.pick_up_handoff();
         match self.stage {
-            Stage::ReadingBody => {
+            Stage::ReadingBody { .. } => {
                 // Trailers end the body.
                 let Some(cfg) = self.config.clone() else { return self.apply(core::unconfigured()) };
                 let limit = cfg.max_login_body_bytes.saturating_add(1);
@@ -214,9 +231,9 @@ impl HttpContext for AuthFilter {
                 }
                 Action::Continue
             }
-            // The login request's headers went on to the app (see `ReadBody`): hold whatever
-            // answer comes back; the filter's own reply replaces it.
-            Stage::ReadingBody | Stage::Calling { .. } => Action::Pause,
+            // A login request whose headers went on to the app (`ReadBody` without holding
+            // them): hold whatever answer comes back; the filter's own reply replaces it.
+            Stage::ReadingBody { .. } | Stage::Calling { .. } => Action::Pause,
             // Envoy answered a waiting request itself (e.g. its stream timed out): pass it on.
             Stage::Started | Stage::Waiting | Stage::Answered => Action::Continue,
         }
@@ -224,7 +241,7 @@ impl HttpContext for AuthFilter {
 
     fn on_http_response_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
         match self.stage {
-            Stage::ReadingBody | Stage::Calling { .. } => Action::Pause,
+            Stage::ReadingBody { .. } | Stage::Calling { .. } => Action::Pause,
             _ => Action::Continue,
         }
     }

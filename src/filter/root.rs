@@ -2,24 +2,28 @@
 //! each request's `AuthFilter`. It also runs the VM's login API refresh calls
 //! (`login_refresh_path`): it dispatches them from its tick, so that their answers come to it
 //! and not to a request that may be gone, and it carries out the core's decision for every
-//! request waiting on one (README, Upstream session).
+//! request waiting on one (README, Upstream session). Its tick also watches logins whose
+//! headers are held (`core::waiting`): where Envoy holds their body without handing it over
+//! (no `allow_on_headers_stop_iteration`), it warns once and lets them go on.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
-use super::apply::{now_ms, Carrier, Handoff, Step};
+use super::apply::{now_ms, set_vm_tick, Carrier, Handoff, Step};
+use super::host;
 use super::http::{read_call_reply, AuthFilter};
 use super::metrics::Metrics;
 use crate::config::Config;
 use crate::core::cache::TokenCache;
 use crate::core::request::RequestView;
+use crate::core::decision::Decision;
 use crate::core::upstream_session::{Settled, UpstreamCalls};
+use crate::core::waiting::Waiting;
 use crate::core::{self};
 use crate::error::CallError;
 
@@ -35,6 +39,8 @@ pub struct AuthRoot {
     calls: Option<Rc<RefCell<UpstreamCalls>>>,
     /// What this root carried out for waiting requests, for their own contexts to pick up.
     handoff: Rc<RefCell<HashMap<u32, Handoff>>>,
+    /// Logins whose headers are held, watched by the tick.
+    waiting: Rc<RefCell<Waiting>>,
 }
 
 impl AuthRoot {
@@ -46,6 +52,7 @@ impl AuthRoot {
             cache: Rc::default(),
             calls: None,
             handoff: Rc::default(),
+            waiting: Rc::default(),
         }
     }
 
@@ -68,6 +75,7 @@ impl AuthRoot {
                 config: self.config.as_deref(),
                 metrics: self.metrics.as_deref(),
                 calls,
+                waiting: &self.waiting,
                 request: &no_request,
             };
             let mut step = carrier.carry_out(decision);
@@ -98,10 +106,61 @@ impl AuthRoot {
     }
 
     fn set_tick(&self, calls: &Rc<RefCell<UpstreamCalls>>) {
-        let period = calls.try_borrow().ok().and_then(|c| c.tick_period_ms()).unwrap_or(0);
-        if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(period)) {
-            log::error!("etls-auth: could not set the tick period: {status:?}");
+        set_vm_tick(calls, &self.waiting);
+    }
+
+    /// The held-login part of the tick: reads, for each login the core asks about, how much
+    /// Envoy has received of it (`request.total_size`, under that request's context), lets
+    /// `core::waiting` decide, logs its one warning and carries out its decisions on those
+    /// requests (each in its own context), resuming those that go on.
+    fn tick_held_logins(&self, calls: &Rc<RefCell<UpstreamCalls>>) {
+        let probes = self.waiting.try_borrow().map(|w| w.probes()).unwrap_or_default();
+        if probes.is_empty() {
+            return;
         }
+        let received: Vec<(u32, Option<u64>)> = probes
+            .into_iter()
+            .filter_map(|id| {
+                host::set_effective_context(id).ok()?;
+                Some((id, host::property_u64(&["request", "total_size"])))
+            })
+            .collect();
+        let Ok(plan) = self.waiting.try_borrow_mut().map(|mut w| w.on_tick(now_ms(), &received)) else { return };
+        if plan.warn_flag_missing {
+            log::warn!(
+                "etls-auth: Envoy held a login body without handing it to the filter: \
+                 allow_on_headers_stop_iteration is not set in this Wasm plugin's config. From now \
+                 on this VM lets login request headers go on to the app (the filter still answers \
+                 every login). Set allow_on_headers_stop_iteration: true."
+            );
+        }
+        let no_request = RequestView::default();
+        for (context_id, decision) in plan.apply {
+            if host::set_effective_context(context_id).is_err() {
+                continue;
+            }
+            let carrier = Carrier {
+                context_id,
+                config: self.config.as_deref(),
+                metrics: self.metrics.as_deref(),
+                calls,
+                waiting: &self.waiting,
+                request: &no_request,
+            };
+            let decision = match decision {
+                d @ Decision::ReadBody { hold_headers: false, .. } => d,
+                // The table only ever lets held headers go on; anything else is a bug: deny.
+                _ => core::internal_error(),
+            };
+            // The request's own context stays in ReadingBody: the body callbacks that follow
+            // the resume read the body as usual.
+            if let Step::ReadingBody { headers_held: false } = carrier.carry_out(decision) {
+                if let Err(status) = host::resume_request() {
+                    log::error!("#{context_id} could not resume the request: {status}");
+                }
+            }
+        }
+        let _ = host::set_effective_context(self.context_id);
     }
 }
 
@@ -154,7 +213,12 @@ impl RootContext for AuthRoot {
 
     /// Dispatches queued login API refresh calls and enforces the waiting requests' deadlines.
     fn on_tick(&mut self) {
-        let (Some(cfg), Some(calls)) = (self.config.clone(), self.calls.clone()) else { return };
+        let Some(calls) = self.calls.clone() else { return };
+        self.tick_held_logins(&calls);
+        let Some(cfg) = self.config.clone() else {
+            self.set_tick(&calls);
+            return;
+        };
         let now = now_ms();
         let (queued, mut settled) = match calls.try_borrow_mut() {
             Ok(mut store) => (store.take_queued(), store.tick(&cfg, now)),
@@ -184,6 +248,7 @@ impl RootContext for AuthRoot {
             self.metrics.clone(),
             Rc::clone(&self.cache),
             calls,
+            Rc::clone(&self.waiting),
             Rc::clone(&self.handoff),
         )))
     }

@@ -77,13 +77,13 @@ class RefusingPort:
 
 
 def start_gateway_on(upstreams, name: str, *, app_port: int, login_port: int, concurrency: int = 1,
-                     **plugin_keys) -> Gateway:
+                     allow_on_headers_stop_iteration: bool = True, **plugin_keys) -> Gateway:
     """An Envoy with the filter whose app and login_api clusters point at the given ports (e.g.
     a RefusingPort), with the other upstreams of the session."""
     env = dict(henvoy.SECRETS)
     plugin = henvoy.plugin_config(**plugin_keys)
     e = henvoy.start_gateway(name, plugin=plugin, env=env, clusters={"app": app_port, "login_api": login_port},
-                             concurrency=concurrency)
+                             concurrency=concurrency, allow_on_headers_stop_iteration=allow_on_headers_stop_iteration)
     return Gateway(name=name, mode="inline", envoy=e, app=upstreams.app, login=upstreams.login,
                    plugin=plugin, env=env)
 

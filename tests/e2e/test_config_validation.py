@@ -76,15 +76,12 @@ def test_shipped_envoy_yaml_contents():
     assert clusters["login_api"] == {"address": "127.0.0.1", "port_value": 8081}
     assert clusters["app"] == {"address": "127.0.0.1", "port_value": 8080}
     assert clusters["etls_refresh"] == {"address": "127.0.0.1", "port_value": 10000}
-    # The login guard route matches the plugin's login_path, and its buffer filter sits after the
-    # wasm filter, disabled except on that route.
-    login_path = plugin.get("login_path", "/api/auth/login")
+    # The filter holds login headers itself (the flag); one route, no login guard, no buffer filter.
+    assert cfg["allow_on_headers_stop_iteration"] is True
     routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
-    guard = [r for r in routes if "envoy.filters.http.buffer" in r.get("typed_per_filter_config", {})]
-    assert [r["match"] for r in guard] == [{"path": login_path}]
+    assert [r["match"] for r in routes] == [{"prefix": "/"}]
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names == ["envoy.filters.http.wasm", "envoy.filters.http.buffer", "envoy.filters.http.router"]
-    assert hcm["http_filters"][1].get("disabled") is True
+    assert names == ["envoy.filters.http.wasm", "envoy.filters.http.router"]
 
 
 def test_shipped_envoy_yaml_with_broken_plugin_config_fails_validation():

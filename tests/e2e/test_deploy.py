@@ -142,13 +142,13 @@ def test_compose_clusters_match_services(compose, compose_envoy):
     assert cfg["refresh_cluster"] == "etls_refresh"
     (listener,) = compose_envoy["static_resources"]["listeners"]
     assert address("etls_refresh") == ("127.0.0.1", listener["address"]["socket_address"]["port_value"])
-    # Routed traffic goes to the app; the first route is the login guard on login_path.
+    # Routed traffic goes to the app, on one route (no login guard: the filter holds login
+    # headers itself with allow_on_headers_stop_iteration).
     # (Routes with the filter switched off, the health check, are checked in test_identity.py.)
     routes = [n for n in _walk(listener) if isinstance(n, dict) and "route" in n and "match" in n
               and "envoy.filters.http.wasm" not in n.get("typed_per_filter_config", {})]
-    assert [r["route"]["cluster"] for r in routes] == ["app", "app"]
-    assert routes[0]["match"] == {"path": cfg.get("login_path", "/api/auth/login")}
-    assert "envoy.filters.http.buffer" in routes[0]["typed_per_filter_config"]
+    assert [(r["match"], r["route"]["cluster"]) for r in routes] == [({"prefix": "/"}, "app")]
+    assert plugin["allow_on_headers_stop_iteration"] is True
 
 
 def test_compose_filter_recovers_a_failed_vm(compose_envoy):
@@ -156,12 +156,10 @@ def test_compose_filter_recovers_a_failed_vm(compose_envoy):
     assert plugin["failure_policy"] == "FAIL_RELOAD"
     assert plugin["reload_config"]["backoff"] == {"base_interval": "1s", "max_interval": "30s"}
     assert plugin["vm_config"]["runtime"] == "envoy.wasm.runtime.v8"
-    # The wasm filter runs before the router, the login guard's buffer filter (off but on the
-    # login route) between them.
+    # The wasm filter, then the router.
     hcm = next(n for n in _walk(compose_envoy) if isinstance(n, dict) and "http_filters" in n)
     names = [f["name"] for f in hcm["http_filters"]]
-    assert names == ["envoy.filters.http.wasm", "envoy.filters.http.buffer", "envoy.filters.http.router"]
-    assert hcm["http_filters"][1]["disabled"] is True
+    assert names == ["envoy.filters.http.wasm", "envoy.filters.http.router"]
 
 
 def _walk(node):

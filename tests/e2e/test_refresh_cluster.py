@@ -1,12 +1,17 @@
 """Rotation through `refresh_cluster` when that cluster is a stub server (not Envoy itself): the
 shape of the dispatched call, tokens taken from its Set-Cookie, and every way the call can fail
 (SPEC.md: "the refresh call failed" denies)."""
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from harness import checks, tokens
 from harness.upstreams import Reply
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from login_support import post_chunked  # noqa: E402
 
 
 def _cookie(name, value, max_age):
@@ -38,6 +43,20 @@ def test_dispatched_call_and_tokens_from_its_set_cookie(gw_stub_refresh, refresh
     assert call.header("Host") == "etls_refresh"  # refresh_authority defaults to the cluster name
     sent = "; ".join(call.header_all("Cookie"))
     assert f"{gw.refresh_cookie}={old_r}" in sent, sent
+
+
+def test_a_request_whose_body_is_still_arriving_rotates_inline_without_a_refresh_call(gw_stub_refresh, refresh_api):
+    # SPEC.md protected case 2: held while the call is out, a body would be buffered by Envoy
+    # (413 past its buffer limit), so a request whose body is still arriving and not known to be
+    # small (here chunked: no Content-Length) rotates inline.
+    gw = gw_stub_refresh
+    cookie = f"{gw.access_cookie}={tokens.expired_access(78, 'user')}; {gw.refresh_cookie}={tokens.refresh(78, 'user')}; theme=dark"
+    r = post_chunked(gw.port, "/api/things", [b'{"k":', b'"v"}'], headers={"Cookie": cookie})
+    e = checks.echo(r)
+    assert e["method"] == "POST" and e["body"] == '{"k":"v"}'
+    a, ref = checks.rotated(r, gw, user_id=78, role="user")
+    checks.app_cookie_carries(e, gw, a, ref, {"theme": "dark"})
+    assert refresh_api.requests() == []
 
 
 def test_valid_access_makes_no_refresh_call(gw_stub_refresh, refresh_api):

@@ -75,17 +75,22 @@ def wasm_filter(
     env: Mapping[str, str],
     wasm: str | os.PathLike | None = None,
     failure_policy: str = "FAIL_RELOAD",
+    allow_on_headers_stop_iteration: bool = True,
 ) -> dict:
     """The `envoy.filters.http.wasm` entry. The plugin config travels as a StringValue holding
-    JSON (a Struct would arrive in the VM as binary protobuf)."""
+    JSON (a Struct would arrive in the VM as binary protobuf). `allow_on_headers_stop_iteration`
+    (on in every shipped config) lets the filter hold a login's headers while it reads the body;
+    False leaves the key out, to test the filter's fallback."""
     value = plugin if isinstance(plugin, str) else json.dumps(plugin)
+    config: dict[str, Any] = {"name": "etls_auth", "root_id": "etls_auth"}
+    if allow_on_headers_stop_iteration:
+        config["allow_on_headers_stop_iteration"] = True
     return {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
             "@type": WASM_TYPE,
             "config": {
-                "name": "etls_auth",
-                "root_id": "etls_auth",
+                **config,
                 # PluginConfig.failure_policy (Envoy >= 1.33; replaces fail_open): a trap kills
                 # the worker's VM; FAIL_RELOAD makes a new VM for later requests, and the
                 # request that hit the dead VM is refused, never let through.
@@ -114,38 +119,9 @@ def static_cluster(name: str, port: int, host: str = "127.0.0.1", connect_timeou
     }
 
 
-BUFFER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer"
-BUFFER_PER_ROUTE_TYPE = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute"
-FILTER_CONFIG_TYPE = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
-
-
-def login_guard_route(login_path: str, app_cluster: str = "app") -> dict:
-    """The route of the filter's login path with the (otherwise disabled) buffer filter on: it
-    holds the request's headers after the wasm filter, so the app never sees a login request
-    while the filter reads the body and answers it (as shipped in envoy.yaml)."""
-    return {
-        "match": {"path": login_path},
-        "route": {"cluster": app_cluster, "timeout": "15s"},
-        "typed_per_filter_config": {
-            "envoy.filters.http.buffer": {
-                "@type": FILTER_CONFIG_TYPE,
-                "config": {"@type": BUFFER_PER_ROUTE_TYPE, "buffer": {"max_request_bytes": 1048576}},
-            }
-        },
-    }
-
-
-def http_connection_manager(
-    http_filters: list, app_cluster: str = "app", login_path: str | None = "/api/auth/login", **hcm_extra: Any
-) -> dict:
-    """HCM with normalize_path and merge_slashes, everything to `app_cluster`; with `login_path`,
-    the login guard of envoy.yaml (buffer filter, disabled but on that route)."""
+def http_connection_manager(http_filters: list, app_cluster: str = "app", **hcm_extra: Any) -> dict:
+    """HCM with normalize_path and merge_slashes, everything to `app_cluster`."""
     routes = [{"match": {"prefix": "/"}, "route": {"cluster": app_cluster, "timeout": "15s"}}]
-    filters = list(http_filters)
-    if login_path is not None:
-        routes.insert(0, login_guard_route(login_path, app_cluster))
-        filters.append({"name": "envoy.filters.http.buffer", "disabled": True,
-                        "typed_config": {"@type": BUFFER_TYPE, "max_request_bytes": 1048576}})
     hcm = {
         "@type": HCM_TYPE,
         "stat_prefix": "ingress_http",
@@ -155,7 +131,7 @@ def http_connection_manager(
             "name": "local_route",
             "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}],
         },
-        "http_filters": filters + [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
+        "http_filters": list(http_filters) + [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER_TYPE}}],
     }
     hcm.update(hcm_extra)
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
@@ -169,18 +145,6 @@ def listener(port: int, http_filters: list, name: str = "ingress", **hcm_extra: 
     }
 
 
-def _login_path(plugin: Mapping[str, Any] | str) -> str | None:
-    """The plugin's login_path (None when the plugin JSON is not a valid object)."""
-    try:
-        obj = plugin if isinstance(plugin, Mapping) else json.loads(plugin)
-    except ValueError:
-        return None
-    if not isinstance(obj, Mapping):
-        return None
-    path = obj.get("login_path", "/api/auth/login")
-    return path if isinstance(path, str) and path.startswith("/") else None
-
-
 def bootstrap(
     *,
     listener_port: int,
@@ -189,14 +153,16 @@ def bootstrap(
     env: Mapping[str, str],
     clusters: Mapping[str, int],
     wasm: str | os.PathLike | None = None,
+    allow_on_headers_stop_iteration: bool = True,
     **hcm_extra: Any,
 ) -> dict:
     """A complete static bootstrap: one listener with the filter, `clusters` as name -> port on
     127.0.0.1 (use listener_port for a cluster that points back at this Envoy)."""
+    wasm_entry = wasm_filter(plugin, env, wasm, allow_on_headers_stop_iteration=allow_on_headers_stop_iteration)
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
         "static_resources": {
-            "listeners": [listener(listener_port, [wasm_filter(plugin, env, wasm)], login_path=_login_path(plugin), **hcm_extra)],
+            "listeners": [listener(listener_port, [wasm_entry], **hcm_extra)],
             "clusters": [static_cluster(n, p) for n, p in clusters.items()],
         },
     }
@@ -361,6 +327,7 @@ def start_gateway(
     clusters: Mapping[str, int | None],
     concurrency: int = 1,
     attempts: int = 3,
+    allow_on_headers_stop_iteration: bool = True,
     **hcm_extra: Any,
 ) -> Envoy:
     """Start an Envoy with the filter on free ports. A cluster mapped to None points back at the
@@ -370,7 +337,8 @@ def start_gateway(
     for _ in range(attempts):
         lp, ap = free_port(), free_port()
         resolved = {n: (lp if p is None else p) for n, p in clusters.items()}
-        cfg = bootstrap(listener_port=lp, admin_port=ap, plugin=plugin, env=env, clusters=resolved, **hcm_extra)
+        cfg = bootstrap(listener_port=lp, admin_port=ap, plugin=plugin, env=env, clusters=resolved,
+                        allow_on_headers_stop_iteration=allow_on_headers_stop_iteration, **hcm_extra)
         e = Envoy(name, cfg, lp, ap, concurrency=concurrency)
         try:
             return e.start()
