@@ -309,7 +309,7 @@ mod tests {
         let Decision::Forward(f) = d else { panic!("{d:?}") };
         assert_eq!(f.outcome, Outcome::RotatedInline);
         assert_eq!(f.set_cookies.len(), 2);
-        assert!(f.header_edits.iter().any(|(n, v)| n == "cookie" && v.as_deref().is_some_and(|c| c.starts_with("theme=dark; accessTokenEtls="))));
+        assert!(f.header_edits.iter().any(|(n, v)| n == "cookie" && v.as_deref().is_some_and(|c| c.starts_with(b"theme=dark; accessTokenEtls="))));
         // A valid access token or a denial never needed a call anyway.
         assert_eq!(outcome(&decide(&clustered, &req("PUT", "/x", cookie(Tok::Expired, Tok::Forged).as_deref()), NOW)), Outcome::DeniedRefreshInvalid);
     }
