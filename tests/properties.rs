@@ -816,3 +816,99 @@ fn judge_catches_cookie_rewrites_that_change_other_cookies() {
         assert!(judge::check_cookie_rewrite(sent, wrong, &renewed).is_err(), "accepted {:?}", String::from_utf8_lossy(wrong));
     }
 }
+
+// --- Set-Cookie sizes at login ------------------------------------------------------------------
+
+#[test]
+fn login_mints_only_tokens_that_verify_in_cookies_of_at_most_4096_bytes() {
+    // Claim sizes (a long role or userId) and login API token sizes around the limit: a login
+    // succeeds exactly when the judge's own count of every Set-Cookie is at most 4096 bytes; then
+    // the sizes are exactly that count, the new access token opens the app and the new refresh
+    // token rotates (both with the filter's own verification). Otherwise 502, no cookie, and the
+    // log line names an oversized cookie and shows no token.
+    let setups = setups();
+    let (accepted, refused) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0u32));
+    let size = || prop_oneof![2 => 0usize..40, 3 => 2700usize..3000, 1 => 3000usize..4200];
+    let token_size = || prop_oneof![4 => 1usize..60, 1 => 3900usize..4100];
+    proptest!(cases(500), |(
+        which in any::<Index>(), role_len in size(), role_char in prop::sample::select(vec!["r", "\"", "é", "\u{1}"]),
+        id in prop_oneof![(0i64..1_000_000).prop_map(Value::from), (1usize..40).prop_map(|n| Value::from("u".repeat(n))), size().prop_map(|n| Value::from("i".repeat(n.max(1))))],
+        ua_len in token_size(), ur_len in token_size(),
+    )| {
+        let setup = which.get(&setups);
+        let role = role_char.repeat(role_len);
+        let (ua, ur) = ("a".repeat(ua_len), "b".repeat(ur_len));
+        let claims = json!({"userId": id, "role": role});
+        let body = json!({"accessToken": ua, "refreshToken": ur, "userData": {"id": id, "role": role}}).to_string();
+        let answer = Ok(UpstreamReply { status: 200, headers: vec![], body_size: body.len(), body: body.into_bytes() });
+        let d = core::on_reply(&setup.cfg, CallKind::Login, &RequestView::default(), answer.clone(), NOW);
+        if let Err(e) = judge::check_login_reply(setup, &answer, &d) {
+            prop_assert!(false, "setup {}: {e}", setup.name);
+        }
+        let Decision::Respond(r) = &d else { panic!("{d:?}") };
+        let valid_claims = etls_auth::core::tokens::Identity::new(id.clone(), Some(Value::from(role.clone()))).is_some();
+        let want = judge::login_set_cookie_lens(setup, &claims, &ua, &ur);
+        let got: Vec<&str> = r.headers().iter().filter(|(n, _)| n == "set-cookie").map(|(_, v)| v.as_str()).collect();
+        if !valid_claims {
+            prop_assert_eq!(r.status, 502);
+        } else if want.iter().all(|n| *n <= judge::MAX_SET_COOKIE) {
+            accepted.set(accepted.get() + 1);
+            prop_assert_eq!(r.status, 200, "sizes {:?}", want);
+            prop_assert_eq!(got.iter().map(|c| c.len()).collect::<Vec<_>>(), want.to_vec());
+            let names = &setup.cfg.cookies.names;
+            let (_, access) = judge::set_cookie_pair(got[2]);
+            let (_, refresh) = judge::set_cookie_pair(got[3]);
+            let use_it = |cookie: String| RequestView { method: "GET".into(), path: "/x".into(), cookie: Some(cookie.into_bytes()), end_of_stream: true, ..RequestView::default() };
+            let d = core::decide(&setup.cfg, &use_it(format!("{}={access}", names.access)), NOW);
+            prop_assert!(matches!(&d, Decision::Forward(f) if f.outcome.as_str() == "session_valid"), "minted access token refused: {}", want[2]);
+            let req = use_it(format!("{}={refresh}", names.refresh));
+            let d = core::decide(&setup.cfg, &req, NOW);
+            prop_assert!(matches!(&d, Decision::Forward(f) if f.outcome.as_str() == "rotated_inline") || matches!(&d, Decision::Call(_)), "minted refresh token refused: {d:?}");
+            if let Err(e) = judge::check_decide(setup, &req, NOW, &d) {
+                prop_assert!(false, "setup {}: rotation of a minted token: {e}", setup.name);
+            }
+        } else {
+            refused.set(refused.get() + 1);
+            prop_assert_eq!((r.status, got.len()), (502, 0), "sizes {:?}", want);
+            let line = r.warning().unwrap_or_default();
+            let names = &setup.cfg.cookies.names;
+            let all = [&names.upstream_access, &names.upstream_refresh, &names.access, &names.refresh];
+            let named = all.iter().zip(want).any(|(n, len)| len > judge::MAX_SET_COOKIE && line.contains(&format!("cookie {n} {len} bytes")));
+            prop_assert!(named, "log line {line:?} for sizes {want:?}");
+            for t in [&ua, &ur] {
+                prop_assert!(t.len() < 8 || !line.contains(t.as_str()), "log line shows a token");
+            }
+        }
+    });
+    assert!(accepted.get() > 50 && refused.get() > 50, "accepted {} refused {}", accepted.get(), refused.get());
+}
+
+#[test]
+fn a_set_cookie_of_4096_bytes_is_accepted_and_4097_refused_for_each_cookie() {
+    // Exactly at the boundary, for the ETLS cookies found by the judge's own count (role lengths
+    // whose Set-Cookie is 4096 and 4097 bytes), in every setup that can land on both.
+    let setups = setups();
+    let mut checked = 0;
+    for setup in &setups {
+        let names = &setup.cfg.cookies.names;
+        for (index, name) in [(2usize, &names.access), (3, &names.refresh)] {
+            let lens = |n: usize| judge::login_set_cookie_lens(setup, &json!({"userId": 7, "role": "r".repeat(n)}), "a", "b");
+            let Some(n) = (2000..3200).find(|n| lens(*n)[index] == 4096 && lens(n + 1)[index] == 4097 && lens(*n).iter().all(|l| *l <= 4096)) else { continue };
+            for (role_len, ok) in [(n, true), (n + 1, false)] {
+                let body = json!({"accessToken": "a", "refreshToken": "b", "userData": {"id": 7, "role": "r".repeat(role_len)}}).to_string();
+                let answer = Ok(UpstreamReply { status: 200, headers: vec![], body_size: body.len(), body: body.into_bytes() });
+                let Decision::Respond(r) = core::on_reply(&setup.cfg, CallKind::Login, &RequestView::default(), answer, NOW) else { panic!() };
+                if ok {
+                    assert_eq!(r.status, 200, "{} {name}", setup.name);
+                    let sizes: Vec<usize> = r.headers().iter().filter(|(h, _)| h == "set-cookie").map(|(_, v)| v.len()).collect();
+                    assert_eq!(sizes[index], 4096, "{} {name}", setup.name);
+                } else {
+                    assert_eq!(r.status, 502, "{} {name}", setup.name);
+                    assert!(r.warning().unwrap().contains(&format!("cookie {name} 4097 bytes")), "{:?}", r.warning());
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "no setup reaches 4096 and 4097 exactly ({checked})");
+}

@@ -122,6 +122,56 @@ pub fn b64(bytes: &[u8]) -> String {
     out
 }
 
+/// SPEC.md, Cookies: no `Set-Cookie` is ever larger (name, value and attributes; RFC 6265 6.1).
+pub const MAX_SET_COOKIE: usize = 4096;
+
+/// The length of a `Set-Cookie` for `name` with a value of `value_len` bytes and the attributes
+/// SPEC.md gives (HttpOnly, Path=/, Secure, SameSite, Max-Age, Domain when configured), as the
+/// configuration of `setup` sets them.
+pub fn set_cookie_len(setup: &Setup, name: &str, value_len: usize, max_age: u64) -> usize {
+    let c = &setup.cfg.cookies;
+    let same_site = format!("{:?}", c.same_site);
+    let mut n = name.len() + 1 + value_len;
+    n += "; HttpOnly".len() + "; Path=/".len() + "; SameSite=".len() + same_site.len() + "; Max-Age=".len() + max_age.to_string().len();
+    if c.secure {
+        n += "; Secure".len();
+    }
+    if let Some(domain) = &c.domain {
+        n += "; Domain=".len() + domain.trim_start_matches('.').len();
+    }
+    n
+}
+
+/// The length of an HS256 token with these custom claims, `iat` = [`NOW`], `exp` = `iat + ttl`
+/// and, for a refresh token, a 32-character `jti` (what SPEC.md says the filter mints).
+pub fn minted_len(claims: &Value, ttl: u64, with_jti: bool) -> usize {
+    let c = JWTClaims {
+        issued_at: Some(Duration::from_secs(NOW)),
+        expires_at: Some(Duration::from_secs(NOW + ttl)),
+        invalid_before: None,
+        issuer: None,
+        subject: None,
+        audiences: None,
+        jwt_id: with_jti.then(|| "0".repeat(32)),
+        nonce: None,
+        custom: claims.clone(),
+    };
+    HS256Key::from_bytes(ACCESS_SECRET).authenticate(c).map_or(0, |t| t.len())
+}
+
+/// The four `Set-Cookie` lengths a successful login would have (upstream access, upstream
+/// refresh, ETLS access, ETLS refresh) for these claims and login API tokens.
+pub fn login_set_cookie_lens(setup: &Setup, claims: &Value, upstream_access: &str, upstream_refresh: &str) -> [usize; 4] {
+    let cfg = &setup.cfg;
+    let n = &cfg.cookies.names;
+    [
+        set_cookie_len(setup, &n.upstream_access, upstream_access.len(), cfg.refresh_ttl_s),
+        set_cookie_len(setup, &n.upstream_refresh, upstream_refresh.len(), cfg.refresh_ttl_s),
+        set_cookie_len(setup, &n.access, minted_len(claims, cfg.access_ttl_s, false), cfg.access_ttl_s),
+        set_cookie_len(setup, &n.refresh, minted_len(claims, cfg.refresh_ttl_s, true), cfg.refresh_ttl_s),
+    ]
+}
+
 /// One configuration under test, with what the judge must know about it.
 pub struct Setup {
     pub name: &'static str,
@@ -515,6 +565,9 @@ fn identity_from(setup: &Setup, edits: &Edits, claims: &[Value]) -> Result<(), S
 /// *current* secrets only and carry the identity of one of `claims`. Returns them.
 fn check_new_pair<'s>(setup: &Setup, set_cookies: &[&'s str], claims: &[Value], now: u64) -> Result<(&'s str, &'s str), String> {
     let names = &setup.cfg.cookies.names;
+    if let Some(big) = set_cookies.iter().find(|c| c.len() > MAX_SET_COOKIE) {
+        return Err(format!("a new Set-Cookie of {} bytes, over {MAX_SET_COOKIE}", big.len()));
+    }
     let [a, r] = set_cookies else { return Err(format!("want two new cookies, got {set_cookies:?}")) };
     let (an, av) = set_cookie_pair(a);
     let (rn, rv) = set_cookie_pair(r);
@@ -744,6 +797,9 @@ pub fn check_login_reply(setup: &Setup, upstream: &Result<UpstreamReply, CallErr
     let sent: Value = serde_json::from_slice(&reply.body).map_err(|_| "200 for a body that is not JSON")?;
     let user = sent.get("userData").ok_or("200 without userData")?;
     let names = &setup.cfg.cookies.names;
+    if let Some(big) = scs.iter().find(|c| c.len() > MAX_SET_COOKIE) {
+        return Err(format!("a Set-Cookie of {} bytes, over {MAX_SET_COOKIE}", big.len()));
+    }
     let [ua, ur, a, rf] = scs.as_slice() else { return Err(format!("login sets {} cookies", scs.len())) };
     let (uan, uav) = set_cookie_pair(ua);
     let (urn, urv) = set_cookie_pair(ur);

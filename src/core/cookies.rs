@@ -4,7 +4,8 @@
 
 use cookie::{Cookie, SameSite};
 
-/// Largest `Set-Cookie` value the filter ever sends (RFC 6265 section 6.1: what browsers must keep).
+/// Largest `Set-Cookie` value the filter ever sends, in bytes (name, value and attributes): the
+/// size RFC 6265 section 6.1 requires browsers to keep; a larger cookie is dropped silently.
 pub const MAX_SET_COOKIE_BYTES: usize = 4096;
 
 /// The four cookie names (SPEC.md, Cookies).
@@ -75,6 +76,20 @@ impl CookiePolicy {
             self.format(&self.names.upstream_access, access, self.refresh_ttl_s),
             self.format(&self.names.upstream_refresh, refresh, self.refresh_ttl_s),
         ]
+    }
+
+    /// The name and size of the first of `set_cookies` (values this policy formatted) that is
+    /// larger than [`MAX_SET_COOKIE_BYTES`], if any. The name is one of the four configured ones.
+    pub fn oversized(&self, set_cookies: &[String]) -> Option<(&str, usize)> {
+        let names = &self.names;
+        let all = [&names.access, &names.refresh, &names.upstream_access, &names.upstream_refresh];
+        set_cookies.iter().find(|c| c.len() > MAX_SET_COOKIE_BYTES).map(|c| {
+            let name = all
+                .iter()
+                .find(|n| c.strip_prefix(n.as_str()).is_some_and(|rest| rest.starts_with('=')))
+                .map_or("?", |n| n.as_str());
+            (name, c.len())
+        })
     }
 
     /// The four clearing `Set-Cookie` values: empty value, `Max-Age=0`, same attributes.
@@ -292,6 +307,23 @@ mod tests {
         let four = [("accessTokenEtls", "A"), ("refreshTokenEtls", "R"), ("accessToken", "UA"), ("refreshToken", "UR")];
         assert_eq!(with_values(b"refreshToken=o; z=1; accessToken=o", &four),
                    b"refreshToken=UR; z=1; accessToken=UA; accessTokenEtls=A; refreshTokenEtls=R");
+    }
+
+    #[test]
+    fn oversized_names_the_first_cookie_over_4096_bytes() {
+        let p = policy();
+        let base = p.set_access("").len();
+        let fit = p.set_access(&"v".repeat(4096 - base));
+        assert_eq!(fit.len(), 4096);
+        assert_eq!(p.oversized(&[fit.clone(), p.set_refresh("r")]), None);
+        let over = p.set_refresh(&"v".repeat(4097 - p.set_refresh("").len()));
+        assert_eq!(p.oversized(&[fit, over]), Some(("refreshTokenEtls", 4097)));
+        let [ua, _] = p.set_upstream(&"u".repeat(5000), "x");
+        assert_eq!(p.oversized(&[ua]), Some(("accessToken", 5000 + p.set_upstream("", "")[0].len())));
+        // Attributes count: a domain makes the same value too large.
+        let with_domain = CookiePolicy::new(p.names.clone(), true, SameSite::None, Some("example.com".into()), 900, 604_800);
+        let value = "v".repeat(4096 - base);
+        assert_eq!(with_domain.oversized(&[with_domain.set_access(&value)]).map(|(n, _)| n), Some("accessTokenEtls"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use crate::config::Config;
+use crate::core::cookies::MAX_SET_COOKIE_BYTES;
 use crate::core::decision::{Decision, LocalReply, Outcome, UpstreamReply};
 use crate::core::request::RequestView;
 use crate::core::session;
@@ -128,15 +129,21 @@ fn on_success(cfg: &Config, reply: &UpstreamReply, now: u64) -> Decision {
     };
     let body = format!(r#"{{"message":"Login successful","userData":{}}}"#, login.user_data.get());
     let [upstream_access, upstream_refresh] = cfg.cookies.set_upstream(&login.access_token, &login.refresh_token);
-    Decision::Respond(
-        LocalReply::json(Outcome::LoginSucceeded, 200, body)
-            .with_cookies(&[
-                upstream_access,
-                upstream_refresh,
-                cfg.cookies.set_access(&pair.access),
-                cfg.cookies.set_refresh(&pair.refresh),
-            ]),
-    )
+    let set_cookies = [upstream_access, upstream_refresh, cfg.cookies.set_access(&pair.access), cfg.cookies.set_refresh(&pair.refresh)];
+    // No Set-Cookie over 4096 bytes (browsers drop it silently); every token set here is then
+    // at most 4096 bytes, which is what verification accepts.
+    if let Some((name, size)) = cfg.cookies.oversized(&set_cookies) {
+        let names = &cfg.cookies.names;
+        let cause = if name == names.upstream_access || name == names.upstream_refresh {
+            "the login API's token"
+        } else {
+            "the claims from the login API (userData.id, userData.role)"
+        };
+        return Decision::Respond(upstream_failed_reply(502).with_warning(format!(
+            "login refused (502): {cause} would make the Set-Cookie of cookie {name} {size} bytes, over the {MAX_SET_COOKIE_BYTES} that browsers keep"
+        )));
+    }
+    Decision::Respond(LocalReply::json(Outcome::LoginSucceeded, 200, body).with_cookies(&set_cookies))
 }
 
 fn too_large() -> Decision {
@@ -144,12 +151,16 @@ fn too_large() -> Decision {
 }
 
 fn upstream_failed(status: u32) -> Decision {
+    Decision::Respond(upstream_failed_reply(status))
+}
+
+fn upstream_failed_reply(status: u32) -> LocalReply {
     let body = if status == 504 {
         r#"{"error":"Login service timed out"}"#
     } else {
         r#"{"error":"Login service unavailable"}"#
     };
-    Decision::Respond(LocalReply::json(Outcome::LoginUpstreamFailed, status, body))
+    LocalReply::json(Outcome::LoginUpstreamFailed, status, body)
 }
 
 #[cfg(test)]
@@ -254,6 +265,83 @@ mod tests {
         assert!(cookies[1].starts_with("refreshToken=up.ref; "));
         let access = crate::core::cookies::value_in_set_cookie(cookies[2], "accessTokenEtls").unwrap();
         assert_eq!(payload(access), json!({"userId": 7, "role": "admin", "iat": NOW, "exp": NOW + 900}));
+    }
+
+    fn login_reply(cfg: &Config, role: &str, upstream_access: &str, upstream_refresh: &str) -> LocalReply {
+        let body = json!({"accessToken": upstream_access, "refreshToken": upstream_refresh, "userData": {"id": 7, "role": role}});
+        match on_reply(cfg, Ok(reply(200, &body.to_string())), NOW) {
+            Decision::Respond(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn set_cookie_sizes(r: &LocalReply) -> Vec<usize> {
+        r.headers().iter().filter(|(n, _)| n == "set-cookie").map(|(_, v)| v.len()).collect()
+    }
+
+    /// Formats the Set-Cookie of one of the two ETLS tokens of a pair.
+    type Pick = fn(&Config, &tokens::TokenPair) -> String;
+
+    /// Roles that make the Set-Cookie of the cookie `pick` chooses exactly 4096 and 4097 bytes
+    /// long, if this configuration can reach both (base64 grows by 1 or 2 per claim byte).
+    fn roles_at_the_limit(cfg: &Config, pick: Pick) -> Option<(String, String)> {
+        let size = |n: usize| {
+            let identity = tokens::Identity::new(json!(7), Some(json!("r".repeat(n)))).unwrap();
+            pick(cfg, &tokens::mint_pair(cfg, &identity, NOW).unwrap()).len()
+        };
+        let at = (2600..3100).find(|n| size(*n) == 4096 && size(n + 1) == 4097)?;
+        Some(("r".repeat(at), "r".repeat(at + 1)))
+    }
+
+    #[test]
+    fn each_cookie_at_4096_bytes_is_set_and_at_4097_fails_the_login() {
+        // The login API's tokens: their length alone decides.
+        let cfg = config();
+        let [base_access, base_refresh] = cfg.cookies.set_upstream("", "");
+        for (k, base) in [base_access, base_refresh].iter().enumerate() {
+            let fit = "t".repeat(4096 - base.len());
+            let over = "t".repeat(4097 - base.len());
+            let pair = |t: &str| if k == 0 { (t.to_owned(), "r".to_owned()) } else { ("a".to_owned(), t.to_owned()) };
+            let (a, r) = pair(&fit);
+            let ok = login_reply(&cfg, "admin", &a, &r);
+            assert_eq!(ok.status, 200);
+            assert_eq!(set_cookie_sizes(&ok)[k], 4096);
+            let (a, r) = pair(&over);
+            let refused = login_reply(&cfg, "admin", &a, &r);
+            assert_eq!((refused.status, set_cookie_sizes(&refused).len()), (502, 0));
+            let name = ["accessToken", "refreshToken"][k];
+            let line = refused.warning().unwrap();
+            assert!(line.contains(&format!("cookie {name} 4097 bytes")) && line.contains("login API's token"), "{line}");
+            assert!(!line.contains(&over), "the log line shows the token");
+        }
+        // The ETLS cookies: claims (a long role) decide. The refresh cookie is the larger one by
+        // default; a long access cookie name makes the access cookie the larger one. Names are
+        // padded until this configuration can land exactly on 4096 and 4097.
+        let refresh_of = |c: &Config, p: &tokens::TokenPair| c.cookies.set_refresh(&p.refresh);
+        let access_of = |c: &Config, p: &tokens::TokenPair| c.cookies.set_access(&p.access);
+        let cases: [(&str, &str, Pick, usize); 2] =
+            [("refresh_cookie", "refreshTokenEtls", refresh_of, 3), ("access_cookie", "accessTokenEtlsAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", access_of, 2)];
+        for (key, name, pick, index) in cases {
+            let (cfg, fit, over, name) = (0..4)
+                .find_map(|pad| {
+                    let name = format!("{name}{}", "x".repeat(pad));
+                    let cfg = config_with(json!({ key: name }));
+                    roles_at_the_limit(&cfg, pick).map(|(fit, over)| (cfg, fit, over, name))
+                })
+                .expect("some padding reaches 4096 and 4097");
+            let ok = login_reply(&cfg, &fit, "a", "r");
+            assert_eq!(ok.status, 200, "{key}");
+            let sizes = set_cookie_sizes(&ok);
+            assert_eq!(sizes[index], 4096, "{key}: {sizes:?}");
+            assert!(sizes.iter().all(|s| *s <= 4096));
+            let token = crate::core::cookies::value_in_set_cookie(&ok.headers().iter().filter(|(n, _)| n == "set-cookie").nth(index).unwrap().1, &name).unwrap();
+            let kind = if index == 2 { tokens::TokenKind::Access } else { tokens::TokenKind::Refresh };
+            assert_eq!(tokens::verify(&cfg, kind, token, NOW).unwrap().role_header().unwrap(), fit, "{key}: the 4096-byte cookie's token verifies");
+            let refused = login_reply(&cfg, &over, "a", "r");
+            assert_eq!((refused.status, set_cookie_sizes(&refused).len()), (502, 0), "{key}");
+            let line = refused.warning().unwrap();
+            assert!(line.contains(&format!("cookie {name} 4097 bytes")) && line.contains("claims"), "{line}");
+        }
     }
 
     #[test]

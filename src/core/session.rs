@@ -164,6 +164,12 @@ pub(crate) fn refreshed(cfg: &Config, pair: &tokens::TokenPair, upstream: Option
     }
     set_cookies.push(cfg.cookies.set_access(&pair.access));
     set_cookies.push(cfg.cookies.set_refresh(&pair.refresh));
+    if let Some((name, size)) = cfg.cookies.oversized(&set_cookies) {
+        return reply(
+            LocalReply::json(Outcome::RefreshRejected, 401, r#"{"error":"Invalid refresh token"}"#)
+                .with_warning(too_large_to_rotate(name, size)),
+        );
+    }
     reply(LocalReply::json(Outcome::Refreshed, 200, r#"{"message":"Tokens refreshed"}"#).with_cookies(&set_cookies))
 }
 
@@ -198,7 +204,23 @@ pub(crate) fn forward_rotated(
     header_edits.push(("cookie".to_owned(), Some(rewritten)));
     set_cookies.push(cfg.cookies.set_access(access));
     set_cookies.push(cfg.cookies.set_refresh(refresh));
+    if let Some((name, size)) = cfg.cookies.oversized(&set_cookies) {
+        return match deny(cfg, req, Outcome::DeniedRefreshInvalid) {
+            Decision::Respond(answer) => Decision::Respond(answer.with_warning(too_large_to_rotate(name, size))),
+            other => other,
+        };
+    }
     Decision::Forward(Forward { outcome, header_edits, set_cookies, identity: published(identity) })
+}
+
+/// The log line when new tokens would not fit their cookie. The filter never mints such tokens
+/// from claims it took at login; a token minted elsewhere (jose, without `iat` or `jti`) with
+/// claims near the limit can grow when it is minted again.
+fn too_large_to_rotate(name: &str, size: usize) -> String {
+    format!(
+        "rotation refused: the session's claims would make the Set-Cookie of cookie {name} {size} bytes, over the {} that browsers keep",
+        cookies::MAX_SET_COOKIE_BYTES
+    )
 }
 
 /// The identity for Envoy's filter state: the same text as the identity headers.
@@ -393,6 +415,33 @@ mod tests {
             let value = sc.split_once('=').unwrap().1.split(';').next().unwrap();
             assert_eq!(payload(value)["role"], json!(""), "{sc}");
         }
+    }
+
+    #[test]
+    fn a_jose_token_that_would_grow_past_its_cookie_is_not_rotated() {
+        // A jose-minted refresh token (no iat, no jti) with a long role verifies, but minted
+        // again (iat, jti) its cookie would pass 4096 bytes: deny, with one log line.
+        let cfg = config();
+        let grown = |n: usize| {
+            let identity = Identity::new(json!(5), Some(json!("r".repeat(n)))).unwrap();
+            cfg.cookies.set_refresh(&tokens::mint_pair(&cfg, &identity, NOW).unwrap().refresh).len()
+        };
+        let n = (2600..3100).find(|n| grown(*n) > 4096).unwrap();
+        let jose = token(REFRESH_SECRET, json!({"userId": 5, "role": "r".repeat(n)}), None, Some(NOW + 100));
+        assert!(jose.len() < 4096 - 64, "the old token fits its cookie");
+        let request = req("GET", "/x", Some(&format!("refreshTokenEtls={jose}")));
+        let Decision::Respond(r) = decide(&cfg, &request, NOW) else { panic!() };
+        assert_eq!((r.status, r.outcome), (401, Outcome::DeniedRefreshInvalid));
+        let line = r.warning().unwrap();
+        assert!(line.starts_with("rotation refused") && line.contains("cookie refreshTokenEtls"), "{line}");
+        let Decision::Respond(r) = decide(&cfg, &req("POST", "/api/auth/refreshtoken", Some(&format!("refreshTokenEtls={jose}"))), NOW) else { panic!() };
+        assert_eq!((r.status, r.body.as_slice()), (401, &br#"{"error":"Invalid refresh token"}"#[..]));
+        assert!(r.warning().unwrap().contains("cookie refreshTokenEtls"));
+        assert!(!r.headers().iter().any(|(n, _)| n == "set-cookie"));
+        // One role byte shorter than any growth past the limit still rotates.
+        let fits = token(REFRESH_SECRET, json!({"userId": 5, "role": "r".repeat(n - 1)}), None, Some(NOW + 100));
+        let d = decide(&cfg, &req("GET", "/x", Some(&format!("refreshTokenEtls={fits}"))), NOW);
+        assert!(matches!(d, Decision::Forward(ref f) if f.outcome == Outcome::RotatedInline), "{d:?}");
     }
 
     #[test]

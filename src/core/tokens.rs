@@ -11,7 +11,11 @@ use crate::config::Config;
 use crate::core::cache::{TokenCache, Window};
 use crate::error::TokenError;
 
-/// Longest token accepted for verification, in bytes: a cookie cannot be longer anyway.
+/// Longest token accepted for verification, in bytes. Never below what the filter mints: every
+/// token it sets travels in a `Set-Cookie` of at most
+/// [`MAX_SET_COOKIE_BYTES`](crate::core::cookies::MAX_SET_COOKIE_BYTES) (login refuses claims
+/// that would make one larger), so a token it minted is shorter than this; and a browser keeps no
+/// cookie larger than that.
 pub const MAX_TOKEN_BYTES: usize = 4096;
 
 /// The keys of one token kind: the current secret signs and verifies; the previous one, while
