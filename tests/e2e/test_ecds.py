@@ -97,8 +97,10 @@ def test_shipped_ecds_example_serves_takes_a_push_and_refuses_a_bad_one(ecds_exa
     assert r.status == 401 and r.json() == {"error": "Unauthorized"}
     r = client.request(port, "GET", "/docs/a", cookies={"accessTokenEtls": tokens.access(5, "u", secret=DEMO_ACCESS)})
     assert r.status == 200 and checks.echo_header_all(checks.echo(r), "x-etls-user-id") == ["5"]
-    r = client.request(port, "POST", "/api/auth/login", body={"email": "a@example.test", "password": "pw"})
+    r = client.request(port, "POST", "/api/auth/login", body={"email": "a@example.test", "password": "pw"},
+                       headers={"x-etls-probe": "ecds-login"})
     assert r.status == 200 and r.json()["message"] == "Login successful", r
+    assert app.with_header("x-etls-probe", "ecds-login") == [], "the app saw the login request"
 
     # Version 2: /docs becomes public.
     pc = _plugin(doc)
