@@ -3,20 +3,30 @@
 //! `on_configure`, so a hit is always for a token that verified with a key configured now.
 //! Pure data: no proxy-wasm SDK here and no clock (`now` is passed in, Unix seconds).
 //!
-//! - Keyed on the whole token string, one map per [`TokenKind`]: kinds never mix.
+//! - Keyed on the whole token string, one map per [`TokenKind`]: kinds never mix. The map is
+//!   indexed by a keyed digest of the token's last [`DIGEST_BYTES`] bytes (its signature: random
+//!   to anyone without the secret), SipHash with random keys per cache, so a lookup hashes 32
+//!   bytes instead of the whole token and an attacker cannot aim tokens at one bucket; an entry
+//!   holds its whole token and a hit requires it to be equal byte for byte.
 //! - Only successes are stored; a token that failed is verified again every time.
 //! - Every hit re-checks the token's time window (`nbf`/`iat` and `exp`, with the leeway)
 //!   against `now`, exactly as verification does; an entry out of its window is dropped.
 //! - At most `capacity` entries per kind; the oldest insertion is evicted first (FIFO).
+//! - A hit is one map lookup and allocates nothing.
 
+use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, VecDeque};
-use std::rc::Rc;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use crate::core::tokens::{Identity, TokenKind};
 
 /// Default entries per token kind. A token is ~200-300 bytes, so a full cache is well under
 /// 1 MiB per VM.
 pub const DEFAULT_CAPACITY: usize = 1024;
+
+/// How many trailing bytes of a token its digest covers: an HS256 token ends in its 43-character
+/// signature.
+pub const DIGEST_BYTES: usize = 32;
 
 /// When a verified token is valid, in Unix seconds, before the leeway is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,49 +45,92 @@ impl Window {
     }
 }
 
-struct Entry {
+struct Cached {
+    /// The whole token: a hit must equal it.
+    token: Box<str>,
     identity: Identity,
     window: Window,
-    /// The key as stored in `order`, to tell this entry from a later one with the same token.
-    key: Rc<str>,
+    /// Insertion number, to tell this entry from a later one under the same digest in `order`.
+    seq: u64,
+}
+
+/// The map's own hasher: its keys are already keyed digests, so it takes them as they are.
+#[derive(Default)]
+struct Digested(u64);
+
+impl Hasher for Digested {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the keys are `u64`); anything else is folded in.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 /// One kind's tokens: a map for lookups and an insertion queue for eviction.
-#[derive(Default)]
 struct Shard {
-    entries: HashMap<Rc<str>, Entry>,
-    /// Insertion order; may hold keys already removed from `entries` (dropped on a stale hit).
-    order: VecDeque<Rc<str>>,
+    /// Random keys of the digest, chosen when the cache is made.
+    keys: RandomState,
+    entries: HashMap<u64, Cached, BuildHasherDefault<Digested>>,
+    /// Insertion order `(digest, seq)`; may hold entries already removed (dropped on a stale hit).
+    order: VecDeque<(u64, u64)>,
+    next_seq: u64,
 }
 
 impl Shard {
+    fn new() -> Shard {
+        Shard { keys: RandomState::new(), entries: HashMap::default(), order: VecDeque::new(), next_seq: 0 }
+    }
+
+    fn digest(&self, token: &str) -> u64 {
+        let bytes = token.as_bytes();
+        let tail = bytes.get(bytes.len().saturating_sub(DIGEST_BYTES)..).unwrap_or(bytes);
+        self.keys.hash_one(tail)
+    }
+
     fn get(&mut self, token: &str, now: u64, leeway_s: u64) -> Option<&Identity> {
-        let fresh = self.entries.get(token)?.window.contains(now, leeway_s);
-        if !fresh {
-            self.entries.remove(token);
+        let Entry::Occupied(found) = self.entries.entry(self.digest(token)) else { return None };
+        if *found.get().token != *token {
             return None;
         }
-        self.entries.get(token).map(|e| &e.identity)
+        if !found.get().window.contains(now, leeway_s) {
+            found.remove();
+            return None;
+        }
+        Some(&found.into_mut().identity)
     }
 
     fn insert(&mut self, capacity: usize, token: &str, identity: Identity, window: Window) {
         if capacity == 0 {
             return;
         }
-        if let Some(entry) = self.entries.get_mut(token) {
-            entry.identity = identity;
-            entry.window = window;
-            return;
-        }
-        while self.order.len() >= capacity {
-            let Some(oldest) = self.order.pop_front() else { break };
-            if self.entries.get(&*oldest).is_some_and(|e| Rc::ptr_eq(&e.key, &oldest)) {
-                self.entries.remove(&*oldest);
+        let digest = self.digest(token);
+        if let Some(entry) = self.entries.get_mut(&digest) {
+            if *entry.token == *token {
+                entry.identity = identity;
+                entry.window = window;
+                return;
             }
         }
-        let key: Rc<str> = Rc::from(token);
-        self.order.push_back(Rc::clone(&key));
-        self.entries.insert(Rc::clone(&key), Entry { identity, window, key });
+        while self.order.len() >= capacity {
+            let Some((oldest, seq)) = self.order.pop_front() else { break };
+            if self.entries.get(&oldest).is_some_and(|e| e.seq == seq) {
+                self.entries.remove(&oldest);
+            }
+        }
+        let seq = self.next_seq;
+        self.next_seq = seq.wrapping_add(1);
+        self.order.push_back((digest, seq));
+        // Another token under the same digest (two signatures sharing 32 bytes) is replaced.
+        self.entries.insert(digest, Cached { token: token.into(), identity, window, seq });
     }
 }
 
@@ -97,7 +150,7 @@ impl Default for TokenCache {
 impl TokenCache {
     /// An empty cache holding at most `capacity` tokens of each kind (0 disables it).
     pub fn new(capacity: usize) -> Self {
-        TokenCache { capacity, access: Shard::default(), refresh: Shard::default() }
+        TokenCache { capacity, access: Shard::new(), refresh: Shard::new() }
     }
 
     /// The identity of a cached token of `kind`, if it is cached and its window (widened by
@@ -195,6 +248,25 @@ mod tests {
         let mut off = TokenCache::new(0);
         off.insert(TokenKind::Access, "t", id(1), window(NOW + 100));
         assert!(off.is_empty(), "capacity 0 caches nothing");
+    }
+
+    #[test]
+    fn a_hit_needs_the_whole_token_not_only_its_digested_tail() {
+        let tail = "S".repeat(DIGEST_BYTES);
+        let (first, second) = (format!("header.one.{tail}"), format!("header.two.{tail}"));
+        let mut cache = TokenCache::new(4);
+        cache.insert(TokenKind::Access, &first, id(1), window(NOW + 100));
+        assert_eq!(cache.get(TokenKind::Access, &second, NOW, 5), None, "same tail, other token");
+        assert_eq!(cache.get(TokenKind::Access, &first, NOW, 5), Some(&id(1)));
+        // Under one digest, the later token replaces the earlier; neither answers for the other.
+        cache.insert(TokenKind::Access, &second, id(2), window(NOW + 100));
+        assert_eq!(cache.get(TokenKind::Access, &second, NOW, 5), Some(&id(2)));
+        assert_eq!(cache.get(TokenKind::Access, &first, NOW, 5), None);
+        assert_eq!(cache.len(TokenKind::Access), 1);
+        // Short tokens are digested whole.
+        cache.insert(TokenKind::Access, "t", id(3), window(NOW + 100));
+        assert_eq!(cache.get(TokenKind::Access, "t", NOW, 5), Some(&id(3)));
+        assert_eq!(cache.get(TokenKind::Access, "", NOW, 5), None);
     }
 
     #[test]

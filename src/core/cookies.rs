@@ -140,9 +140,21 @@ fn parse_segment(segment: &[u8]) -> Option<Cookie<'_>> {
 /// Parsing is the `cookie` crate's, never ours; nothing is copied.
 pub fn find<'h>(cookie_header: &'h [u8], name: &str) -> Option<&'h str> {
     segments(cookie_header)
+        .filter(|segment| may_be_named(segment, name))
         .filter_map(parse_segment)
         .find(|c| c.name() == name)
         .and_then(|c| c.value_raw())
+}
+
+/// False only for a segment whose cookie cannot be called `name`, so that [`find`] leaves it
+/// unparsed (most segments of a browser's header are other cookies). The crate trims the name of
+/// Unicode whitespace, so past leading ASCII whitespace (U+0009 to U+000D, space) the segment must
+/// start with `name`, unless a non-ASCII byte comes first (it may begin other whitespace): such a
+/// segment is parsed.
+fn may_be_named(segment: &[u8], name: &str) -> bool {
+    let start = segment.iter().position(|b| !matches!(b, b'\t'..=b'\r' | b' ')).unwrap_or(segment.len());
+    let rest = segment.get(start..).unwrap_or_default();
+    rest.first().is_some_and(|b| !b.is_ascii()) || rest.starts_with(name.as_bytes())
 }
 
 /// The raw `Cookie` header to forward after a rotation: each `(name, value)` of `renewed`
@@ -363,6 +375,10 @@ mod tests {
             "  accessTokenEtls = spaced ;\trefreshTokenEtls=\"quoted\" ", "accessTokenEtls=a=b=c; x", "=v; accessTokenEtls=",
             "accessTokenEtlsX=1; xaccessTokenEtls=2", "\u{a0}accessTokenEtls=nbsp\u{a0}; é=ü; refreshTokenEtls=r\u{2003}",
             "theme=dark; accessTokenEtls=old; sid=x; refreshTokenEtls=oldr", "a;b;c=;d=1",
+            // Whitespace the crate trims from names, ASCII and not (find skips a segment by its
+            // first bytes before parsing: it must still find these).
+            "\u{b}accessTokenEtls=vt; \u{c}refreshTokenEtls=ff", "\r\naccessTokenEtls=crlf", "\u{3000}accessTokenEtls=ideo",
+            "\u{85}refreshTokenEtls=nel; \u{2028}accessTokenEtls=ls", "x=1;\u{a0}\u{a0}a=2; é=3",
         ];
         let names = policy().names;
         for h in headers {

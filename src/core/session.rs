@@ -25,11 +25,13 @@ pub fn protect(cfg: &Config, cache: &mut TokenCache, req: &RequestView, now: u64
     let access = cookies::find(cookie_header, &names.access);
     if let Some(token) = access {
         if let Ok(identity) = tokens::verify_cached(cfg, cache, TokenKind::Access, token, now) {
+            // The header text once, for the headers and the filter state.
+            let identity = published(&identity);
             return Decision::Forward(Forward {
                 outcome: Outcome::SessionValid,
-                header_edits: identity_edits(cfg, Some(&identity)),
+                header_edits: edits_for(cfg, identity.as_ref()),
                 set_cookies: Vec::new(),
-                identity: published(&identity),
+                identity,
             });
         }
     }
@@ -230,10 +232,15 @@ fn published(identity: &Identity) -> Option<PublishedIdentity> {
 
 /// Identity header edits: set from `identity`, or removed (client-sent values never pass).
 pub(crate) fn identity_edits(cfg: &Config, identity: Option<&Identity>) -> Vec<HeaderEdit> {
-    vec![
-        (cfg.identity_headers.user_id.clone(), identity.and_then(Identity::user_id_header).map(String::into_bytes)),
-        (cfg.identity_headers.role.clone(), identity.and_then(Identity::role_header).map(String::into_bytes)),
-    ]
+    let published = identity.and_then(published);
+    edits_for(cfg, published.as_ref())
+}
+
+/// The identity header edits of an identity already in header text.
+fn edits_for(cfg: &Config, published: Option<&PublishedIdentity>) -> Vec<HeaderEdit> {
+    let user_id = published.map(|p| p.user_id.as_bytes().to_vec());
+    let role = published.and_then(|p| p.role.as_ref()).map(|r| r.as_bytes().to_vec());
+    vec![(cfg.identity_headers.user_id.clone(), user_id), (cfg.identity_headers.role.clone(), role)]
 }
 
 #[cfg(test)]

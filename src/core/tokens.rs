@@ -74,12 +74,33 @@ impl Identity {
 fn header_value(value: &Value, is_role: bool) -> Option<String> {
     let text = match value {
         Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
+        Value::Number(n) => match n.as_u64() {
+            Some(id) => decimal(id),
+            None => n.to_string(),
+        },
         Value::Bool(b) if is_role => b.to_string(),
         _ => return None,
     };
     let is_safe = (is_role || !text.is_empty()) && !text.chars().any(char::is_control);
     is_safe.then_some(text)
+}
+
+/// `n` in decimal, without the formatting machinery (a numeric `userId` is formatted on every
+/// valid session).
+fn decimal(mut n: u64) -> String {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        if let Some(d) = digits.get_mut(start) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || start == 0 {
+            break;
+        }
+    }
+    digits.get(start..).map(|d| d.iter().map(|&b| char::from(b)).collect()).unwrap_or_default()
 }
 
 /// Which of the two ETLS tokens.
@@ -251,6 +272,17 @@ mod tests {
         let back = verify_access(&cfg, &pair.access).unwrap();
         assert_eq!(back.user_id_header().as_deref(), Some("u-7"));
         assert_eq!(back.role_header(), None);
+    }
+
+    #[test]
+    fn numeric_ids_are_written_like_serde_json_writes_them() {
+        for n in [0u64, 7, 10, 42, 99, 100, 1_000_000_007, u64::MAX] {
+            assert_eq!(decimal(n), n.to_string());
+            assert_eq!(Identity::new(json!(n), None).unwrap().user_id_header(), Some(json!(n).to_string()));
+        }
+        for v in [json!(-5), json!(1.5), json!(-0.0), json!(1e300)] {
+            assert_eq!(Identity::new(v.clone(), None).unwrap().user_id_header(), Some(v.to_string()));
+        }
     }
 
     #[test]
