@@ -21,6 +21,11 @@ pub const MAX_CLOCK_SKEW_S: u64 = 3600;
 pub const MAX_TIMEOUT_MS: u64 = 300_000;
 /// Largest `max_login_body_bytes`: Envoy's default per-stream buffer is 1 MiB.
 pub const MAX_LOGIN_BODY_BYTES: u64 = 1024 * 1024;
+/// Longest cookie name accepted, in bytes. With the longest domain, the attributes of a
+/// `Set-Cookie` then take well under 1 KiB of its 4096 bytes, so a session always fits.
+pub const MAX_COOKIE_NAME_BYTES: usize = 128;
+/// Longest `cookie_domain` accepted, in bytes (a DNS name, RFC 1035), a leading dot aside.
+pub const MAX_COOKIE_DOMAIN_BYTES: usize = 253;
 /// Shortest accepted HS256 secret, in bytes (RFC 7518 section 3.2).
 pub const MIN_SECRET_BYTES: usize = 32;
 
@@ -502,6 +507,9 @@ fn cookie_name(key: &'static str, value: Option<String>, default: &str) -> Resul
     if !is_token(&value) {
         return Err(bad(key, "must be a cookie name (RFC 6265 token)"));
     }
+    if value.len() > MAX_COOKIE_NAME_BYTES {
+        return Err(bad(key, &format!("must be at most {MAX_COOKIE_NAME_BYTES} bytes (it counts toward the 4096 bytes of each Set-Cookie)")));
+    }
     Ok(value)
 }
 
@@ -518,6 +526,9 @@ fn cookie_domain(value: String) -> Result<String, ConfigError> {
     let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'.' || b == b'-';
     if value.is_empty() || !value.bytes().all(allowed) {
         return Err(bad("cookie_domain", "must be a domain name (letters, digits, dots, hyphens)"));
+    }
+    if value.strip_prefix('.').unwrap_or(&value).len() > MAX_COOKIE_DOMAIN_BYTES {
+        return Err(bad("cookie_domain", &format!("must be at most {MAX_COOKIE_DOMAIN_BYTES} bytes (a domain name)")));
     }
     Ok(value)
 }
@@ -537,6 +548,20 @@ mod tests {
 
     fn parse(config: serde_json::Value) -> Result<Config, ConfigError> {
         Config::parse(config.to_string().as_bytes(), env)
+    }
+
+    #[test]
+    fn cookie_names_and_domain_leave_room_for_a_session() {
+        let long_name = "n".repeat(MAX_COOKIE_NAME_BYTES + 1);
+        assert_eq!(error_line(json!({"login_cluster": "l", "refresh_cookie": long_name})),
+                   "`refresh_cookie`: must be at most 128 bytes (it counts toward the 4096 bytes of each Set-Cookie)");
+        let long_domain = format!("{}.example", "d".repeat(250));
+        assert_eq!(error_line(json!({"login_cluster": "l", "cookie_domain": long_domain})), "`cookie_domain`: must be at most 253 bytes (a domain name)");
+        // The largest accepted attributes leave more than 3 KiB of each Set-Cookie for a token.
+        let name = "n".repeat(MAX_COOKIE_NAME_BYTES);
+        let cfg = parse(json!({"login_cluster": "l", "access_cookie": name, "cookie_domain": format!(".{}", "d".repeat(253)),
+                               "cookie_same_site": "None", "refresh_ttl_s": MAX_TTL_S, "access_ttl_s": MAX_TTL_S})).unwrap();
+        assert!(cfg.cookies.set_access("").len() < 1024, "{}", cfg.cookies.set_access("").len());
     }
 
     fn error_line(config: serde_json::Value) -> String {
