@@ -21,8 +21,13 @@ from test_http2 import curl_h2  # noqa: E402
 
 def raw_get(gw, path: str, cookie: bytes, probe: str) -> Response:
     """GET with this exact Cookie header value, over a raw HTTP/1.1 socket."""
+    return raw_request(gw, path, b"Cookie: " + cookie + b"\r\n", probe)
+
+
+def raw_request(gw, path: str, extra_head: bytes, probe: str) -> Response:
+    """GET with these exact extra header lines (each ending in CRLF), over a raw HTTP/1.1 socket."""
     head = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{gw.port}\r\nAccept: application/json\r\n"
-            f"{PROBE_HEADER}: {probe}\r\nConnection: close\r\n").encode() + b"Cookie: " + cookie + b"\r\n\r\n"
+            f"{PROBE_HEADER}: {probe}\r\nConnection: close\r\n").encode() + extra_head + b"\r\n"
     with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
         sock.sendall(head)
         chunks = []
@@ -128,3 +133,12 @@ def test_h2_split_crumbs_rotate_byte_exact(gw):
     # Envoy joins the crumbs with "; " in order before the filter; only the ETLS values change.
     assert got == [f"theme=dark; foo; =bar; {gw.refresh_cookie}={new[gw.refresh_cookie]}; "
                    f"{gw.access_cookie}={new[gw.access_cookie]}; z=1".encode()], got
+
+
+def test_two_http1_cookie_headers_reach_the_app_as_one_joined_with_semicolon(gw):
+    refresh = tokens.refresh(92, "user")
+    cookies = b"Cookie: a=\xff; =x\r\nCookie: refreshTokenEtls=" + refresh.encode() + b";b\r\n"
+    r = raw_request(gw, "/raw2", cookies, "two-headers-" + gw.mode)
+    new_access, new_refresh = checks.rotated(r, gw, user_id=92, role="user")
+    assert app_cookie_bytes(r) == (b"a=\xff; =x; refreshTokenEtls=" + new_refresh.encode() + b";b; accessTokenEtls="
+                                   + new_access.encode())
