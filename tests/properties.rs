@@ -911,4 +911,155 @@ fn a_set_cookie_of_4096_bytes_is_accepted_and_4097_refused_for_each_cookie() {
         }
     }
     assert!(checked >= 2, "no setup reaches 4096 and 4097 exactly ({checked})");
+
+// --- login_refresh_path: the login API's refresh answer and the per-VM store -------------------
+
+fn upstream_session_config() -> Config {
+    let json = json!({"login_cluster": "login_api", "login_refresh_path": "/refresh", "login_timeout_ms": 1000});
+    Config::parse(json.to_string().as_bytes(), |name| match name {
+        "ETLS_ACCESS" => Some(b"prop-access-secret-0123456789abcdef".to_vec()),
+        "ETLS_REFRESH" => Some(b"prop-refresh-secret-0123456789abcdef".to_vec()),
+        _ => None,
+    })
+    .unwrap()
+}
+
+fn rotation(cfg: &Config, up_refresh: &str) -> etls_auth::core::upstream_session::Rotation {
+    use etls_auth::core::tokens::{mint_pair, Identity};
+    let pair = mint_pair(cfg, &Identity::new(json!(5), Some(json!("user"))).unwrap(), NOW).unwrap();
+    let cookie = format!("refreshTokenEtls={}; accessToken=ua; refreshToken={up_refresh}", pair.refresh);
+    let req = RequestView {
+        method: "GET".into(),
+        path: "/x".into(),
+        cookie: Some(cookie.into_bytes()),
+        end_of_stream: true,
+        ..RequestView::default()
+    };
+    match core::decide(cfg, &req, NOW) {
+        Decision::Join(r) => *r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn set_cookie_headers(d: &Decision) -> Vec<String> {
+    match d {
+        Decision::Forward(f) => f.set_cookies.clone(),
+        Decision::Respond(r) => r.headers().iter().filter(|(n, _)| n == "set-cookie").map(|(_, v)| v.clone()).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn login_refresh_answers_never_panic_and_map_per_class() {
+    use etls_auth::core::upstream::{parse_login_refresh_reply, RefreshAnswer};
+    use etls_auth::core::upstream_session::settle;
+    let cfg = upstream_session_config();
+    let rot = rotation(&cfg, "ur-1");
+    let renewed = std::cell::Cell::new(0u32);
+    proptest!(cases(1500), |(answer in login_answer())| {
+        let parsed = parse_login_refresh_reply(&cfg, answer.as_ref());
+        let status = answer.as_ref().map(|r| r.status).ok();
+        match &parsed {
+            RefreshAnswer::Ended => prop_assert!(matches!(status, Some(401 | 403))),
+            RefreshAnswer::Renewed(_) => prop_assert!(matches!(status, Some(200..=299))),
+            RefreshAnswer::Outage => prop_assert!(!matches!(status, Some(401 | 403))),
+        }
+        let d = settle(&cfg, &rot, &parsed, NOW);
+        let cookies = set_cookie_headers(&d);
+        prop_assert!(cookies.iter().all(|c| c.len() <= 4096), "{cookies:?}");
+        match parsed {
+            RefreshAnswer::Renewed(r) => {
+                renewed.set(renewed.get() + 1);
+                prop_assert!(matches!(d, Decision::Forward(_)));
+                prop_assert_eq!(cookies.len(), 4);
+                let expected = format!("accessToken={};", r.access_token);
+                prop_assert!(cookies[0].starts_with(&expected), "{:?}", cookies);
+            }
+            RefreshAnswer::Ended => prop_assert_eq!(cookies, cfg.cookies.clear_all().to_vec()),
+            RefreshAnswer::Outage => {
+                prop_assert!(matches!(d, Decision::Forward(_)));
+                prop_assert_eq!(cookies.len(), 2);
+            }
+        }
+    });
+    assert!(renewed.get() > 0, "no generated answer was a renewal");
+}
+
+#[derive(Debug, Clone)]
+enum StoreOp {
+    Join { ctx: u8, session: u8, can_wait: bool },
+    Leave(u8),
+    Dispatch { ok: bool },
+    Answer { token: u8, status: u32 },
+    Tick,
+    Wait(u16),
+}
+
+fn store_op() -> BoxedStrategy<StoreOp> {
+    prop_oneof![
+        4 => (any::<u8>(), 0u8..4, prop_oneof![4 => Just(true), 1 => Just(false)])
+            .prop_map(|(ctx, session, can_wait)| StoreOp::Join { ctx, session, can_wait }),
+        1 => any::<u8>().prop_map(StoreOp::Leave),
+        2 => any::<bool>().prop_map(|ok| StoreOp::Dispatch { ok }),
+        2 => (0u8..8, prop::sample::select(vec![200u32, 401, 403, 500])).prop_map(|(token, status)| StoreOp::Answer { token, status }),
+        1 => Just(StoreOp::Tick),
+        1 => (0u16..2000).prop_map(StoreOp::Wait),
+    ]
+    .boxed()
+}
+
+#[test]
+fn the_refresh_store_answers_every_waiting_request_exactly_once() {
+    use etls_auth::core::upstream_session::{Joined, UpstreamCalls, GRACE_MS};
+    use std::collections::BTreeSet;
+    let cfg = upstream_session_config();
+    let rotations: Vec<_> = (0..4).map(|s| rotation(&cfg, &format!("ur-{s}"))).collect();
+    proptest!(cases(400), |(ops in prop::collection::vec(store_op(), 1..60))| {
+        let mut store = UpstreamCalls::new([9; 32]);
+        let mut now = NOW * 1000;
+        let mut waiting: BTreeSet<u32> = BTreeSet::new();
+        let mut next_token = 0u32;
+        let answered = |decisions: Vec<(u32, Decision)>, waiting: &mut BTreeSet<u32>| -> Result<(), TestCaseError> {
+            for (ctx, d) in decisions {
+                prop_assert!(waiting.remove(&ctx), "context {ctx} answered but not waiting");
+                prop_assert!(matches!(d, Decision::Forward(_) | Decision::Respond(_)));
+            }
+            Ok(())
+        };
+        for op in ops {
+            match op {
+                StoreOp::Join { ctx, session, can_wait } => {
+                    let ctx = u32::from(ctx);
+                    if waiting.contains(&ctx) { continue; }
+                    let mut rot = rotations[usize::from(session)].clone();
+                    rot.can_wait = can_wait;
+                    match store.join(&cfg, ctx, rot, now) {
+                        Joined::Wait { .. } => { prop_assert!(can_wait); waiting.insert(ctx); }
+                        Joined::Now { decision, .. } => prop_assert!(matches!(decision, Decision::Forward(_) | Decision::Respond(_))),
+                    }
+                }
+                StoreOp::Leave(ctx) => { store.leave(u32::from(ctx)); waiting.remove(&u32::from(ctx)); }
+                StoreOp::Dispatch { ok } => {
+                    for (id, _) in store.take_queued() {
+                        let result = if ok { next_token += 1; Ok(next_token) } else { Err(CallError::NoResponse) };
+                        answered(store.dispatched(&cfg, id, result, now).decisions, &mut waiting)?;
+                    }
+                }
+                StoreOp::Answer { token, status } => {
+                    let reply = UpstreamReply { status, body: br#"{"accessToken":"a"}"#.to_vec(), body_size: 19, ..UpstreamReply::default() };
+                    answered(store.on_answer(&cfg, u32::from(token), Ok(&reply), now).decisions, &mut waiting)?;
+                }
+                StoreOp::Tick => answered(store.tick(&cfg, now).decisions, &mut waiting)?,
+                StoreOp::Wait(ms) => now += u64::from(ms),
+            }
+            prop_assert_eq!(store.waiting(), waiting.len());
+        }
+        // Past every deadline, the tick answers whoever still waits (dispatched or not).
+        for (id, _) in store.take_queued() {
+            answered(store.dispatched(&cfg, id, Ok(10_000 + next_token), now).decisions, &mut waiting)?;
+            next_token += 1;
+        }
+        answered(store.tick(&cfg, now + 1000 + GRACE_MS).decisions, &mut waiting)?;
+        prop_assert!(waiting.is_empty(), "still waiting after the deadline: {waiting:?}");
+    });
 }

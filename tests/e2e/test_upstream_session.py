@@ -285,3 +285,16 @@ def test_without_the_option_no_refresh_call_is_made(gw, login_api):
                               gw.upstream_refresh_cookie: "up-r", gw.upstream_access_cookie: "up-a"})
     checks.rotated(r, gw, user_id=3, role="user")
     assert login_api.requests() == []
+
+
+def test_no_upstream_token_reaches_envoys_log(ugw, login_api):
+    """After every test above on this gateway: the log (wasm at debug) names no token value the
+    login API or the client sent: neither the refreshToken the store is keyed by nor the renewed ones."""
+    login_api.always(renewed(access="up-access-new-logcheck", refresh="up-refresh-new-logcheck"))
+    cookies, up_refresh = session(ugw)
+    checks.echo(ugw.get("/x", cookies=cookies))
+    time.sleep(0.5)
+    log = ugw.envoy.log_text()
+    assert "wasm" in log
+    for needle in (up_refresh, "up-refresh-", "up-access-", "upstream-access", "eyJ"):
+        assert needle not in log, f"{needle!r} in {ugw.envoy.log_path}"
