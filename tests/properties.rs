@@ -911,6 +911,7 @@ fn a_set_cookie_of_4096_bytes_is_accepted_and_4097_refused_for_each_cookie() {
         }
     }
     assert!(checked >= 2, "no setup reaches 4096 and 4097 exactly ({checked})");
+}
 
 // --- login_refresh_path: the login API's refresh answer and the per-VM store -------------------
 

@@ -85,16 +85,21 @@ pub fn settle(cfg: &Config, rotation: &Rotation, answer: &RefreshAnswer, now: u6
         }
         RefreshAnswer::Renewed(renewal) => {
             let identity = renewal.identity.as_ref().unwrap_or(&rotation.identity);
-            let Ok(pair) = tokens::mint_pair(cfg, identity, now) else {
-                return session::deny(cfg, req, Outcome::InternalError);
-            };
             let upstream_refresh = renewal.refresh_token.as_deref().unwrap_or(&rotation.upstream_refresh);
             let upstream = Some((renewal.access_token.as_str(), upstream_refresh));
-            match rotation.route {
+            let renewed = tokens::mint_pair(cfg, identity, now).map(|pair| match rotation.route {
                 Route::Protected => {
                     session::forward_rotated(cfg, req, identity, &pair.access, &pair.refresh, upstream, Outcome::RotatedInline)
                 }
                 Route::RefreshRoute => session::refreshed(cfg, &pair, upstream),
+            });
+            match renewed {
+                Ok(decision @ Decision::Forward(_)) => decision,
+                Ok(Decision::Respond(reply)) if reply.status == 200 => Decision::Respond(reply),
+                // `userData` whose claims make a token too large for its cookie (the upstream
+                // tokens themselves were checked when the answer was read): a malformed answer,
+                // so the rotation goes on as in an outage, with the session's own identity.
+                _ => settle(cfg, rotation, &RefreshAnswer::Outage, now),
             }
         }
     }
@@ -573,6 +578,19 @@ mod tests {
         assert_eq!((r.status, r.body.as_slice()), (401, &br#"{"error":"Session ended"}"#[..]));
         let Decision::Respond(r) = settle(&c, &route, &RefreshAnswer::Outage, NOW) else { panic!() };
         assert_eq!((r.status, r.headers().iter().filter(|(n, _)| n == "set-cookie").count()), (200, 2));
+    }
+
+    #[test]
+    fn user_data_too_large_for_a_cookie_is_a_malformed_answer() {
+        let c = cfg();
+        let rot = rotation_for(&c, "GET", "/x", "ur-old");
+        let huge = reply(200, json!({"accessToken": "ua-new", "userData": {"id": 42, "role": "r".repeat(3500)}}));
+        let answer = upstream::parse_login_refresh_reply(&c, Ok(&huge));
+        let d = settle(&c, &rot, &answer, NOW);
+        assert_eq!((outcome(&d), set_cookies(&d).len()), (Outcome::RotatedInline, 2), "{d:?}");
+        let route = rotation_for(&c, "POST", "/api/auth/refreshtoken", "ur-old");
+        let d = settle(&c, &route, &answer, NOW);
+        assert_eq!((outcome(&d), set_cookies(&d).len()), (Outcome::Refreshed, 2), "{d:?}");
     }
 
     #[test]

@@ -169,6 +169,7 @@ OUTAGES = {
     "user_data_without_id": renewed(user_data={"role": "admin"}),
     "token_not_cookie_safe": renewed(access="a;b=c"),
     "cookie_over_4096_bytes": renewed(access="A" * 4030),
+    "user_data_claims_over_4096_bytes": renewed(user_data={"id": 42, "role": "r" * 3500}),
     "connection_closed": Reply(close=True),
 }
 
