@@ -210,6 +210,37 @@ def test_without_the_flag_the_first_logins_are_noticed_and_answered_within_two_s
     assert "[warning]" in lines[0]
 
 
+def test_without_the_flag_a_first_login_sent_slowly_in_chunks_is_let_go_mid_body(make_gateway):
+    # A fresh VM whose first login arrives in pieces: the tick sees the first piece held by Envoy,
+    # lets the request go on, and the rest of the body reaches the filter as it arrives.
+    gw = make_gateway("noflag-chunked", login_timeout_ms=500, allow_on_headers_stop_iteration=False)
+    gw.login.always(login_ok())
+    t0 = time.monotonic()
+    probe = uuid.uuid4().hex
+    r = post_chunked(gw.port, LOGIN, CHUNKS, headers={PROBE_HEADER: probe}, pause=0.3, timeout=T)
+    assert r.status == 200, r
+    assert len(r.set_cookie_headers) == 4
+    assert time.monotonic() - t0 < 0.3 * len(CHUNKS) + 2.0
+    assert gw.login.requests()[-1].json() == {"email": "ada@example.test", "password": "pw-good"}
+    assert len(warnings(gw)) == 1, warnings(gw)
+
+
+def test_without_the_flag_each_worker_vm_warns_at_most_once(make_gateway):
+    import re
+
+    gw = make_gateway("noflag-workers", concurrency=2, allow_on_headers_stop_iteration=False)
+    gw.login.always(login_ok())
+    for i in range(8):
+        t0 = time.monotonic()
+        r = gw.post(LOGIN, body=login_body(f"w{i}@example.test", "pw"), headers=JSON, timeout=T)
+        assert r.status == 200, r
+        assert time.monotonic() - t0 < 2.0
+    lines = warnings(gw)
+    # Envoy's log line carries the worker's thread id: one warning per worker VM, never two.
+    threads = [re.search(r"\]\[(\d+)\]\[warning\]", line).group(1) for line in lines]
+    assert 1 <= len(threads) <= 2 and len(set(threads)) == len(threads), lines
+
+
 def test_without_the_flag_logins_succeed_and_fail_correctly_each_within_two_seconds(gw_noflag):
     gw = gw_noflag
     results = run_cases(gw)
