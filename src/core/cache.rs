@@ -18,6 +18,7 @@ use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
+use crate::core::decision::PublishedIdentity;
 use crate::core::tokens::{Identity, TokenKind};
 
 /// Default entries per token kind. A token is ~200-300 bytes, so a full cache is well under
@@ -49,6 +50,8 @@ struct Cached {
     /// The whole token: a hit must equal it.
     token: Box<str>,
     identity: Identity,
+    /// `identity` as header text, prepared once.
+    published: PublishedIdentity,
     window: Window,
     /// Insertion number, to tell this entry from a later one under the same digest in `order`.
     seq: u64,
@@ -96,7 +99,7 @@ impl Shard {
         self.keys.hash_one(tail)
     }
 
-    fn get(&mut self, token: &str, now: u64, leeway_s: u64) -> Option<&Identity> {
+    fn get(&mut self, token: &str, now: u64, leeway_s: u64) -> Option<&Cached> {
         let Entry::Occupied(found) = self.entries.entry(self.digest(token)) else { return None };
         if *found.get().token != *token {
             return None;
@@ -105,7 +108,7 @@ impl Shard {
             found.remove();
             return None;
         }
-        Some(&found.into_mut().identity)
+        Some(found.into_mut())
     }
 
     fn insert(&mut self, capacity: usize, token: &str, identity: Identity, window: Window) {
@@ -115,6 +118,7 @@ impl Shard {
         let digest = self.digest(token);
         if let Some(entry) = self.entries.get_mut(&digest) {
             if *entry.token == *token {
+                entry.published = identity.published();
                 entry.identity = identity;
                 entry.window = window;
                 return;
@@ -130,7 +134,7 @@ impl Shard {
         self.next_seq = seq.wrapping_add(1);
         self.order.push_back((digest, seq));
         // Another token under the same digest (two signatures sharing 32 bytes) is replaced.
-        self.entries.insert(digest, Cached { token: token.into(), identity, window, seq });
+        self.entries.insert(digest, Cached { token: token.into(), published: identity.published(), identity, window, seq });
     }
 }
 
@@ -156,7 +160,12 @@ impl TokenCache {
     /// The identity of a cached token of `kind`, if it is cached and its window (widened by
     /// `leeway_s`) contains `now` (Unix seconds). A cached token outside its window is dropped.
     pub fn get(&mut self, kind: TokenKind, token: &str, now: u64, leeway_s: u64) -> Option<&Identity> {
-        self.shard(kind).get(token, now, leeway_s)
+        self.shard(kind).get(token, now, leeway_s).map(|e| &e.identity)
+    }
+
+    /// [`Self::get`], as header text.
+    pub fn get_published(&mut self, kind: TokenKind, token: &str, now: u64, leeway_s: u64) -> Option<&PublishedIdentity> {
+        self.shard(kind).get(token, now, leeway_s).map(|e| &e.published)
     }
 
     /// Remembers that `token` of `kind` verified to `identity`, valid in `window`. Call it only

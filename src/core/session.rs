@@ -24,14 +24,12 @@ pub fn protect(cfg: &Config, cache: &mut TokenCache, req: &RequestView, now: u64
     let names = &cfg.cookies.names;
     let access = cookies::find(cookie_header, &names.access);
     if let Some(token) = access {
-        if let Ok(identity) = tokens::verify_cached(cfg, cache, TokenKind::Access, token, now) {
-            // The header text once, for the headers and the filter state.
-            let identity = published(&identity);
+        if let Ok(identity) = tokens::verify_cached_published(cfg, cache, TokenKind::Access, token, now) {
             return Decision::Forward(Forward {
                 outcome: Outcome::SessionValid,
-                header_edits: edits_for(cfg, identity.as_ref()),
+                header_edits: edits_for(cfg, Some(&identity)),
                 set_cookies: Vec::new(),
-                identity,
+                identity: Some(identity),
             });
         }
     }
@@ -227,7 +225,7 @@ fn too_large_to_rotate(name: &str, size: usize) -> String {
 
 /// The identity for Envoy's filter state: the same text as the identity headers.
 fn published(identity: &Identity) -> Option<PublishedIdentity> {
-    identity.user_id_header().map(|user_id| PublishedIdentity { user_id, role: identity.role_header() })
+    Some(identity.published())
 }
 
 /// Identity header edits: set from `identity`, or removed (client-sent values never pass).

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::core::cache::{TokenCache, Window};
+use crate::core::decision::PublishedIdentity;
 use crate::error::TokenError;
 
 /// Longest token accepted for verification, in bytes. Never below what the filter mints: every
@@ -62,6 +63,11 @@ impl Identity {
     /// The value of the role header, if the session has a role.
     pub fn role_header(&self) -> Option<String> {
         self.role.as_ref().and_then(|r| header_value(r, true))
+    }
+
+    /// The identity as header text (the identity headers and Envoy's filter state).
+    pub fn published(&self) -> PublishedIdentity {
+        PublishedIdentity { user_id: self.user_id_header().unwrap_or_default(), role: self.role_header() }
     }
 
     fn is_valid(&self) -> bool {
@@ -186,6 +192,24 @@ pub fn verify_cached(
     let (identity, window) = verify_window(cfg, kind, token, now)?;
     cache.insert(kind, token, identity.clone(), window);
     Ok(identity)
+}
+
+/// [`verify_cached`] for a request that goes on with the identity: its header text, prepared
+/// once per cached token, so a hit neither clones the claims nor formats them again.
+pub fn verify_cached_published(
+    cfg: &Config,
+    cache: &mut TokenCache,
+    kind: TokenKind,
+    token: &str,
+    now: u64,
+) -> Result<PublishedIdentity, TokenError> {
+    if let Some(published) = cache.get_published(kind, token, now, cfg.clock_skew_s) {
+        return Ok(published.clone());
+    }
+    let (identity, window) = verify_window(cfg, kind, token, now)?;
+    let published = identity.published();
+    cache.insert(kind, token, identity, window);
+    Ok(published)
 }
 
 /// [`verify`], also returning the window in which the token is valid (for [`TokenCache`]).

@@ -30,8 +30,10 @@ enum Stage {
     /// Paused on the VM's shared login API refresh call: the root context carries out the
     /// decision and leaves a `Handoff` for this context.
     Waiting,
-    /// Sent on; these `Set-Cookie` values go on the response.
+    /// Sent on; these `Set-Cookie` values (at least one) go on the response.
     Forwarded { set_cookies: Vec<String> },
+    /// Sent on with nothing to add to the response (a valid session, a public path).
+    Passed,
     /// Answered locally.
     Answered,
 }
@@ -87,7 +89,7 @@ impl AuthFilter {
             request: &self.request,
         };
         let (stage, action) = match carrier.carry_out(decision) {
-            Step::Forwarded { set_cookies } => (Stage::Forwarded { set_cookies }, Action::Continue),
+            Step::Forwarded { set_cookies } => (forwarded(set_cookies), Action::Continue),
             Step::Answered => (Stage::Answered, Action::Pause),
             Step::Calling { token, kind, sent_at } => (Stage::Calling { token, kind, sent_at }, Action::Pause),
             // Held headers need `allow_on_headers_stop_iteration` (else Envoy turns this pause
@@ -108,7 +110,7 @@ impl AuthFilter {
         }
         let handoff = self.handoff.try_borrow_mut().ok().and_then(|mut map| map.remove(&self.context_id));
         match handoff {
-            Some(Handoff::Forwarded { set_cookies }) => self.stage = Stage::Forwarded { set_cookies },
+            Some(Handoff::Forwarded { set_cookies }) => self.stage = forwarded(set_cookies),
             Some(Handoff::Answered) => self.stage = Stage::Answered,
             None => {}
         }
@@ -202,7 +204,7 @@ impl HttpContext for AuthFilter {
             }
             // Hold the body until the call decides: continuing here would send the request on.
             Stage::Calling { .. } | Stage::Waiting | Stage::Answered => Action::Pause,
-            Stage::Started | Stage::Forwarded { .. } => Action::Continue,
+            Stage::Started | Stage::Forwarded { .. } | Stage::Passed => Action::Continue,
         }
     }
 
@@ -216,7 +218,7 @@ impl HttpContext for AuthFilter {
                 self.finish_body(&cfg, limit)
             }
             Stage::Calling { .. } | Stage::Waiting | Stage::Answered => Action::Pause,
-            Stage::Started | Stage::Forwarded { .. } => Action::Continue,
+            Stage::Started | Stage::Forwarded { .. } | Stage::Passed => Action::Continue,
         }
     }
 
@@ -235,7 +237,7 @@ impl HttpContext for AuthFilter {
             // them): hold whatever answer comes back; the filter's own reply replaces it.
             Stage::ReadingBody { .. } | Stage::Calling { .. } => Action::Pause,
             // Envoy answered a waiting request itself (e.g. its stream timed out): pass it on.
-            Stage::Started | Stage::Waiting | Stage::Answered => Action::Continue,
+            Stage::Started | Stage::Passed | Stage::Waiting | Stage::Answered => Action::Continue,
         }
     }
 
@@ -244,6 +246,15 @@ impl HttpContext for AuthFilter {
             Stage::ReadingBody { .. } | Stage::Calling { .. } => Action::Pause,
             _ => Action::Continue,
         }
+    }
+}
+
+/// The stage of a forwarded request: the response needs work only when there are cookies to add.
+fn forwarded(set_cookies: Vec<String>) -> Stage {
+    if set_cookies.is_empty() {
+        Stage::Passed
+    } else {
+        Stage::Forwarded { set_cookies }
     }
 }
 
