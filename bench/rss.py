@@ -25,6 +25,9 @@ import bench as b  # noqa: E402
 CONCURRENCY = os.environ.get("RSS_CONCURRENCY", "1")
 ROUNDS = int(os.environ.get("RSS_ROUNDS", "3"))
 REQUESTS = int(os.environ.get("RSS_REQUESTS", "2000"))
+# RSS_RELEASE_BYTES: set Envoy's bootstrap `memory_allocator_manager` (tcmalloc gives back up to
+# this many free bytes every second), to tell memory in use from freed memory the heap kept.
+RELEASE_BYTES = int(os.environ.get("RSS_RELEASE_BYTES", "0"))
 
 
 def filters(name: str, wasm: str) -> list:
@@ -41,10 +44,12 @@ def filters(name: str, wasm: str) -> list:
 def measure(name: str, wasm: str, cookie: str) -> dict:
     port, admin = b.h.free_port(), b.h.free_port()
     cfg = b.bootstrap(port, admin, filters(name, wasm), {"login_api": b.h.free_port()})
+    if RELEASE_BYTES:
+        cfg["memory_allocator_manager"] = {"bytes_to_release": RELEASE_BYTES, "memory_release_interval": "1s"}
     p = b.start_envoy(f"rss-{name}", cfg, port, admin, b.ENVOY_CPU, CONCURRENCY)
     try:
         b.wait_ready(p)
-        time.sleep(1.0)
+        time.sleep(3.0 if RELEASE_BYTES else 1.0)
         ready = b.rss_kib(p.pid)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         for _ in range(REQUESTS):
@@ -78,7 +83,7 @@ def main() -> int:
             samples[name].append(measure(name, wasm, cookie))
     first = builds[0][0]
     med = {n: {k: statistics.median(s[k] for s in v) for k in v[0]} for n, v in samples.items()}
-    print(f"concurrency {CONCURRENCY}, {ROUNDS} rounds, {REQUESTS} requests; MiB (median), delta vs {first}")
+    print(f"concurrency {CONCURRENCY}, {ROUNDS} rounds, {REQUESTS} requests, release {RELEASE_BYTES} B/s; MiB (median), delta vs {first}")
     print(f"{'build':<28} {'ready':>8} {'loaded':>8} {'Δloaded':>8} {'tc alloc':>9} {'tc heap':>8} {'tc free':>8}  wasm bytes")
     for name, wasm in builds:
         m = med[name]
