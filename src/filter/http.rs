@@ -116,6 +116,14 @@ impl AuthFilter {
         }
     }
 
+    /// A body (or trailer) callback came while the headers are held: the tick has nothing to
+    /// watch (and must never let go a request that has moved on).
+    fn body_arrived(&self) {
+        if let Ok(mut waiting) = self.waiting.try_borrow_mut() {
+            waiting.body_arrived(self.context_id);
+        }
+    }
+
     /// The login body is complete: fetch it and let the core decide.
     fn finish_body(&mut self, cfg: &Config, body_size: usize) -> Action {
         let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size).ok().flatten().unwrap_or_default();
@@ -191,9 +199,7 @@ impl HttpContext for AuthFilter {
             Stage::ReadingBody { headers_held } => {
                 if headers_held {
                     // Envoy hands the body over: the flag is set, nothing for the tick to watch.
-                    if let Ok(mut waiting) = self.waiting.try_borrow_mut() {
-                        waiting.body_arrived(self.context_id);
-                    }
+                    self.body_arrived();
                 }
                 let Some(cfg) = self.config.clone() else { return self.apply(core::unconfigured()) };
                 match core::login::on_body_progress(&cfg, body_size, end_of_stream) {
@@ -211,7 +217,10 @@ impl HttpContext for AuthFilter {
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         self.pick_up_handoff();
         match self.stage {
-            Stage::ReadingBody { .. } => {
+            Stage::ReadingBody { headers_held } => {
+                if headers_held {
+                    self.body_arrived();
+                }
                 // Trailers end the body.
                 let Some(cfg) = self.config.clone() else { return self.apply(core::unconfigured()) };
                 let limit = cfg.max_login_body_bytes.saturating_add(1);
