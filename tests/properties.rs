@@ -365,7 +365,7 @@ fn judge_catches_bypasses() {
     // is caught for the fault it was built for.
     let publish = |edits: &[(String, Option<String>)]| {
         let value = |name: &str| edits.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.clone());
-        value("x-etls-user-id").map(|user_id| PublishedIdentity { user_id, role: value("x-etls-role") })
+        value("x-etls-user-id").map(|user_id| PublishedIdentity { user_id: user_id.into(), role: value("x-etls-role").map(Into::into) })
     };
     let bytes = |edits: Vec<(String, Option<String>)>| -> Vec<(String, Option<Vec<u8>>)> {
         edits.into_iter().map(|(n, v)| (n, v.map(String::into_bytes))).collect()

@@ -478,7 +478,7 @@ fn published_matches_headers(setup: &Setup, f: &Forward) -> Result<(), String> {
         Some(p) => {
             let user = edit(&f.header_edits, &ids.user_id).flatten();
             let role = edit(&f.header_edits, &ids.role).flatten();
-            if user.as_ref() == Some(&p.user_id) && role == p.role {
+            if user.as_deref() == Some(&*p.user_id) && role.as_deref() == p.role.as_deref() {
                 Ok(())
             } else {
                 Err(format!("published {p:?}, headers say {user:?}/{role:?}"))

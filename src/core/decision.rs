@@ -1,6 +1,7 @@
 //! What the shell must do next. Built only in `core`, carried out only in `filter::http`.
 //! No proxy_wasm here.
 
+use std::rc::Rc;
 use std::time::Duration;
 
 /// The core's answer to a request event.
@@ -178,12 +179,13 @@ pub struct Forward {
 }
 
 /// A verified identity as the rest of Envoy sees it: the same text as the identity headers.
+/// Shared text: the token cache prepares it once per token, and a hit only counts a reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishedIdentity {
     /// `userId` as text (filter state `wasm.etls_user_id`).
-    pub user_id: String,
+    pub user_id: Rc<str>,
     /// `role` as text, when the token has one (filter state `wasm.etls_role`).
-    pub role: Option<String>,
+    pub role: Option<Rc<str>>,
 }
 
 /// A local reply. Built only through [`LocalReply::json`] or [`LocalReply::empty`], which both

@@ -350,7 +350,7 @@ mod tests {
             ("x-etls-role".to_owned(), Some(b"admin".to_vec())),
         ]);
         assert!(f.set_cookies.is_empty());
-        assert_eq!(f.identity, Some(PublishedIdentity { user_id: "42".to_owned(), role: Some("admin".to_owned()) }));
+        assert_eq!(f.identity, Some(PublishedIdentity { user_id: "42".into(), role: Some("admin".into()) }));
     }
 
     #[test]
@@ -362,9 +362,9 @@ mod tests {
         };
         let no_role = token(ACCESS_SECRET, json!({"userId": "u-7"}), Some(NOW), Some(NOW + 100));
         let d = decide(&cfg, &req("GET", "/x", Some(&format!("accessTokenEtls={no_role}"))), NOW);
-        assert_eq!(published(d), Some(PublishedIdentity { user_id: "u-7".to_owned(), role: None }));
+        assert_eq!(published(d), Some(PublishedIdentity { user_id: "u-7".into(), role: None }));
         let d = decide(&cfg, &req("GET", "/x", cookie(Tok::Expired, Tok::Valid).as_deref()), NOW);
-        assert_eq!(published(d), Some(PublishedIdentity { user_id: "42".to_owned(), role: Some("admin".to_owned()) }));
+        assert_eq!(published(d), Some(PublishedIdentity { user_id: "42".into(), role: Some("admin".into()) }));
         // A public path with a valid session still publishes nothing: it was not checked.
         assert_eq!(published(decide(&cfg, &req("GET", "/login", cookie(Tok::Valid, Tok::Valid).as_deref()), NOW)), None);
         let mut preflight = req("OPTIONS", "/api/data", cookie(Tok::Valid, Tok::Valid).as_deref());
@@ -479,7 +479,7 @@ mod tests {
         };
         let Decision::Forward(f) = on_refresh_reply(&cfg, &request, Ok(good.clone()), NOW) else { panic!() };
         assert_eq!(f.outcome, Outcome::RotatedByCluster);
-        assert_eq!(f.identity, Some(PublishedIdentity { user_id: "42".to_owned(), role: Some("admin".to_owned()) }));
+        assert_eq!(f.identity, Some(PublishedIdentity { user_id: "42".into(), role: Some("admin".into()) }));
         let failures = [
             Err(CallError::NoResponse),
             Ok(UpstreamReply { status: 401, ..good.clone() }),

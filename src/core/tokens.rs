@@ -67,7 +67,10 @@ impl Identity {
 
     /// The identity as header text (the identity headers and Envoy's filter state).
     pub fn published(&self) -> PublishedIdentity {
-        PublishedIdentity { user_id: self.user_id_header().unwrap_or_default(), role: self.role_header() }
+        PublishedIdentity {
+            user_id: self.user_id_header().unwrap_or_default().into(),
+            role: self.role_header().map(Into::into),
+        }
     }
 
     fn is_valid(&self) -> bool {
