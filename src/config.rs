@@ -3,6 +3,7 @@
 //! No proxy_wasm here: secrets come through a lookup function, so native tools and tests use this
 //! exact code (`etls-config-check`).
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use cookie::SameSite;
@@ -84,11 +85,12 @@ pub struct Routes {
     pub logout: String,
 }
 
-/// Request headers that carry the verified identity to the app.
+/// Request headers that carry the verified identity to the app. Shared text: every request's
+/// header edits name them without copying.
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
-    pub user_id: String,
-    pub role: String,
+    pub user_id: Rc<str>,
+    pub role: Rc<str>,
 }
 
 /// A validated configuration. Built only by [`Config::parse`].
@@ -211,8 +213,8 @@ impl Config {
         }
 
         let identity_headers = IdentityHeaders {
-            user_id: header_name("user_id_header", raw.string("user_id_header")?, "x-etls-user-id")?,
-            role: header_name("role_header", raw.string("role_header")?, "x-etls-role")?,
+            user_id: header_name("user_id_header", raw.string("user_id_header")?, "x-etls-user-id")?.into(),
+            role: header_name("role_header", raw.string("role_header")?, "x-etls-role")?.into(),
         };
         if identity_headers.user_id == identity_headers.role {
             return Err(bad("role_header", "must differ from user_id_header"));
@@ -594,8 +596,8 @@ mod tests {
         assert_eq!(c.cookies.names.refresh, "refreshTokenEtls");
         assert_eq!(c.cookies.names.upstream_access, "accessToken");
         assert_eq!(c.cookies.names.upstream_refresh, "refreshToken");
-        assert_eq!(c.identity_headers.user_id, "x-etls-user-id");
-        assert_eq!(c.identity_headers.role, "x-etls-role");
+        assert_eq!(&*c.identity_headers.user_id, "x-etls-user-id");
+        assert_eq!(&*c.identity_headers.role, "x-etls-role");
         assert_eq!(c.max_login_body_bytes, 16_384);
     }
 
@@ -621,7 +623,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(c.public_paths, ["/signin", "/static"]);
-        assert_eq!(c.identity_headers.user_id, "x-user");
+        assert_eq!(&*c.identity_headers.user_id, "x-user");
         assert_eq!(c.cookies.same_site, SameSite::Lax);
         assert_eq!(c.login.authority, "login.example.com:443");
         assert_eq!(c.max_login_body_bytes, 100);

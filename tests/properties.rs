@@ -367,8 +367,8 @@ fn judge_catches_bypasses() {
         let value = |name: &str| edits.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.clone());
         value("x-etls-user-id").map(|user_id| PublishedIdentity { user_id: user_id.into(), role: value("x-etls-role").map(Into::into) })
     };
-    let bytes = |edits: Vec<(String, Option<String>)>| -> Vec<(String, Option<Vec<u8>>)> {
-        edits.into_iter().map(|(n, v)| (n, v.map(String::into_bytes))).collect()
+    let bytes = |edits: Vec<(String, Option<String>)>| -> Vec<etls_auth::core::decision::HeaderEdit> {
+        edits.into_iter().map(|(n, v)| (n.into(), v.map(|v| v.into_bytes().into()))).collect()
     };
     let forward = |outcome: Outcome, edits: Vec<(String, Option<String>)>, set_cookies: Vec<String>| {
         let identity = publish(&edits);

@@ -454,7 +454,7 @@ pub fn check_deny(setup: &Setup, req: &RequestView, r: &LocalReply) -> Result<()
 }
 
 /// Request header edits as the core returns them: a name and bytes to set, or `None` to remove.
-type Edits = [(String, Option<Vec<u8>>)];
+type Edits = [etls_auth::core::decision::HeaderEdit];
 
 fn edits_strip_or_set_identity(setup: &Setup, edits: &Edits) -> Result<(), String> {
     let ids = &setup.cfg.identity_headers;
@@ -488,7 +488,7 @@ fn published_matches_headers(setup: &Setup, f: &Forward) -> Result<(), String> {
 }
 
 /// The last edit of header `name`: `Some(None)` removes it, `Some(Some(bytes))` sets it.
-fn edit_bytes<'e>(edits: &'e Edits, name: &str) -> Option<&'e Option<Vec<u8>>> {
+fn edit_bytes<'e>(edits: &'e Edits, name: &str) -> Option<&'e Option<std::rc::Rc<[u8]>>> {
     edits.iter().rev().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
 }
 

@@ -28,7 +28,10 @@ pub enum Decision {
 
 /// A request header to set to these bytes (`Some`, any bytes: a rewritten `Cookie` header keeps
 /// the client's non-UTF-8 bytes) or to remove (`None`).
-pub type HeaderEdit = (String, Option<Vec<u8>>);
+///
+/// Shared bytes: the identity headers' names come from the configuration and their values from
+/// the token cache, so a valid session's edits copy nothing.
+pub type HeaderEdit = (Rc<str>, Option<Rc<[u8]>>);
 
 /// Why the core decided as it did: for logs and metrics (never carries a value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

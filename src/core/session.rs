@@ -1,6 +1,8 @@
 //! Protected requests (verify, rotate, deny) and the refresh and logout routes.
 //! No proxy_wasm here.
 
+use std::rc::Rc;
+
 use crate::config::Config;
 use crate::core::cache::TokenCache;
 use crate::core::cookies;
@@ -201,7 +203,7 @@ pub(crate) fn forward_rotated(
         }
         None => cookies::with_values(cookie_header, &[(&names.access, access), (&names.refresh, refresh)]),
     };
-    header_edits.push(("cookie".to_owned(), Some(rewritten)));
+    header_edits.push(("cookie".into(), Some(rewritten.into())));
     set_cookies.push(cfg.cookies.set_access(access));
     set_cookies.push(cfg.cookies.set_refresh(refresh));
     if let Some((name, size)) = cfg.cookies.oversized(&set_cookies) {
@@ -236,9 +238,9 @@ pub(crate) fn identity_edits(cfg: &Config, identity: Option<&Identity>) -> Vec<H
 
 /// The identity header edits of an identity already in header text.
 fn edits_for(cfg: &Config, published: Option<&PublishedIdentity>) -> Vec<HeaderEdit> {
-    let user_id = published.map(|p| p.user_id.as_bytes().to_vec());
-    let role = published.and_then(|p| p.role.as_ref()).map(|r| r.as_bytes().to_vec());
-    vec![(cfg.identity_headers.user_id.clone(), user_id), (cfg.identity_headers.role.clone(), role)]
+    let user_id = published.map(|p| Rc::<[u8]>::from(Rc::clone(&p.user_id)));
+    let role = published.and_then(|p| p.role.clone()).map(Rc::<[u8]>::from);
+    vec![(Rc::clone(&cfg.identity_headers.user_id), user_id), (Rc::clone(&cfg.identity_headers.role), role)]
 }
 
 #[cfg(test)]
@@ -336,7 +338,7 @@ mod tests {
         let Decision::Forward(f) = d else { panic!("{d:?}") };
         assert_eq!(f.outcome, Outcome::RotatedInline);
         assert_eq!(f.set_cookies.len(), 2);
-        assert!(f.header_edits.iter().any(|(n, v)| n == "cookie" && v.as_deref().is_some_and(|c| c.starts_with(b"theme=dark; accessTokenEtls="))));
+        assert!(f.header_edits.iter().any(|(n, v)| &**n == "cookie" && v.as_deref().is_some_and(|c| c.starts_with(b"theme=dark; accessTokenEtls="))));
         // A valid access token or a denial never needed a call anyway.
         assert_eq!(outcome(&decide(&clustered, &req("PUT", "/x", cookie(Tok::Expired, Tok::Forged).as_deref()), NOW)), Outcome::DeniedRefreshInvalid);
     }
@@ -346,8 +348,8 @@ mod tests {
         let d = decide(&config(), &req("GET", "/x", cookie(Tok::Valid, Tok::Missing).as_deref()), NOW);
         let Decision::Forward(f) = d else { panic!("{d:?}") };
         assert_eq!(f.header_edits, vec![
-            ("x-etls-user-id".to_owned(), Some(b"42".to_vec())),
-            ("x-etls-role".to_owned(), Some(b"admin".to_vec())),
+            edit("x-etls-user-id", Some(b"42")),
+            edit("x-etls-role", Some(b"admin")),
         ]);
         assert!(f.set_cookies.is_empty());
         assert_eq!(f.identity, Some(PublishedIdentity { user_id: "42".into(), role: Some("admin".into()) }));
@@ -378,7 +380,7 @@ mod tests {
         let cfg = config();
         let d = decide(&cfg, &req("GET", "/login", None), NOW);
         let Decision::Forward(f) = d else { panic!() };
-        assert_eq!(f.header_edits, vec![("x-etls-user-id".to_owned(), None), ("x-etls-role".to_owned(), None)]);
+        assert_eq!(f.header_edits, vec![edit("x-etls-user-id", None), edit("x-etls-role", None)]);
         let mut preflight = req("OPTIONS", "/api/data", None);
         preflight.has_origin = true;
         preflight.has_cors_request_method = true;
@@ -400,9 +402,9 @@ mod tests {
         let new_refresh = cookies::value_in_set_cookie(&f.set_cookies[1], "refreshTokenEtls").unwrap();
         assert_eq!(payload(new_access), json!({"userId": 42, "role": "admin", "iat": NOW, "exp": NOW + 900}));
         assert_eq!(payload(new_refresh)["role"], json!("admin"));
-        let forwarded_cookie = f.header_edits.iter().find(|(n, _)| n == "cookie").and_then(|(_, v)| v.clone()).map(|v| String::from_utf8(v).unwrap()).unwrap();
+        let forwarded_cookie = f.header_edits.iter().find(|(n, _)| &**n == "cookie").and_then(|(_, v)| v.clone()).map(|v| String::from_utf8(v.to_vec()).unwrap()).unwrap();
         assert_eq!(forwarded_cookie, format!("theme=dark; accessTokenEtls={new_access}; refreshTokenEtls={new_refresh}"));
-        assert!(f.header_edits.contains(&("x-etls-user-id".to_owned(), Some(b"42".to_vec()))));
+        assert!(f.header_edits.contains(&edit("x-etls-user-id", Some(b"42"))));
     }
 
     #[test]
@@ -411,11 +413,11 @@ mod tests {
         let valid = token(ACCESS_SECRET, json!({"userId": 5, "role": ""}), None, Some(NOW + 100));
         let Decision::Forward(f) = decide(&cfg, &req("GET", "/x", Some(&format!("accessTokenEtls={valid}"))), NOW) else { panic!() };
         assert_eq!(f.outcome, Outcome::SessionValid);
-        assert!(f.header_edits.contains(&("x-etls-role".to_owned(), Some(Vec::new()))), "{:?}", f.header_edits);
+        assert!(f.header_edits.contains(&edit("x-etls-role", Some(b""))), "{:?}", f.header_edits);
         let old_refresh = token(REFRESH_SECRET, json!({"userId": 5, "role": ""}), None, Some(NOW + 100));
         let Decision::Forward(f) = decide(&cfg, &req("GET", "/x", Some(&format!("refreshTokenEtls={old_refresh}"))), NOW) else { panic!() };
         assert_eq!(f.outcome, Outcome::RotatedInline);
-        assert!(f.header_edits.contains(&("x-etls-role".to_owned(), Some(Vec::new()))));
+        assert!(f.header_edits.contains(&edit("x-etls-role", Some(b""))));
         for sc in &f.set_cookies {
             let value = sc.split_once('=').unwrap().1.split(';').next().unwrap();
             assert_eq!(payload(value)["role"], json!(""), "{sc}");

@@ -32,6 +32,11 @@ pub fn config() -> Config {
     config_with(json!({}))
 }
 
+/// A header edit, for comparing with a decision's.
+pub fn edit(name: &str, value: Option<&[u8]>) -> crate::core::decision::HeaderEdit {
+    (name.into(), value.map(Into::into))
+}
+
 pub fn req(method: &str, path: &str, cookie: Option<&str>) -> RequestView {
     RequestView {
         method: method.to_owned(),

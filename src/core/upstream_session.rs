@@ -495,7 +495,7 @@ mod tests {
 
     fn cookie_edit(d: &Decision) -> String {
         let Decision::Forward(f) = d else { panic!("{d:?}") };
-        f.header_edits.iter().find(|(n, _)| n == "cookie").and_then(|(_, v)| v.clone()).map(|v| String::from_utf8(v).unwrap()).unwrap()
+        f.header_edits.iter().find(|(n, _)| &**n == "cookie").and_then(|(_, v)| v.clone()).map(|v| String::from_utf8(v.to_vec()).unwrap()).unwrap()
     }
 
     #[test]
@@ -556,7 +556,7 @@ mod tests {
         // Renewed in place (the client sent the ETLS pair first).
         assert_eq!(cookie_edit(&d), format!("theme=dark; accessTokenEtls={new_access}; refreshTokenEtls={new_refresh}; accessToken=ua-new; refreshToken=ur-new"));
         let Decision::Forward(f) = &d else { panic!() };
-        assert!(f.header_edits.contains(&("x-etls-role".to_owned(), Some(b"viewer".to_vec()))));
+        assert!(f.header_edits.contains(&crate::core::testing::edit("x-etls-role", Some(b"viewer"))));
 
         // No new refreshToken, no userData: the current one is set again, identity from ETLS.
         let kept = Renewal { refresh_token: None, identity: None, ..renewal };
