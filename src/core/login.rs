@@ -354,6 +354,26 @@ mod tests {
     }
 
     #[test]
+    fn a_numeric_id_keeps_its_value_or_fails_the_login() {
+        let cfg = config();
+        let login = |id: &str| {
+            let body = format!(r#"{{"accessToken":"a","refreshToken":"r","userData":{{"id":{id}}}}}"#);
+            on_reply(&cfg, Ok(reply(200, &body)), NOW)
+        };
+        for (id, claim) in [("-7", json!(-7)), ("18446744073709551615", json!(u64::MAX)), ("-9223372036854775808", json!(i64::MIN)),
+                            ("1.5", json!(1.5)), ("1e3", json!(1000.0)), ("9007199254740993", json!(9_007_199_254_740_993u64))] {
+            let Decision::Respond(r) = login(id) else { panic!("{id}") };
+            assert_eq!(r.status, 200, "{id}");
+            let access = r.headers().iter().find_map(|(n, v)| (n == "set-cookie").then(|| crate::core::cookies::value_in_set_cookie(v, "accessTokenEtls")).flatten()).unwrap();
+            assert_eq!(payload(access)["userId"], claim, "{id}");
+        }
+        // Past 64 bits an integer would become another number (1.2345678901234568e29): refused.
+        for id in ["123456789012345678901234567890", "18446744073709551616", "-9223372036854775809"] {
+            assert_eq!(respond(login(id)).0, 502, "{id}");
+        }
+    }
+
+    #[test]
     fn every_failure_maps_to_its_status_without_cookies() {
         let cfg = config();
         let mut limited = reply(429, "{}");

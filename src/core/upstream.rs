@@ -127,9 +127,11 @@ fn parse_renewal(cfg: &Config, reply: &UpstreamReply) -> Option<Renewal> {
     let body = RefreshBody::deserialize(object).ok()?;
     let identity = match body.user_data {
         None | Some(Value::Null) => None,
-        Some(user @ Value::Object(_)) => {
-            let user = UserData::deserialize(user).ok()?;
-            Some(Identity::new(user.id, user.role)?)
+        Some(Value::Object(_)) => {
+            // Read again from the bytes, so that `id` is checked as written (see `exact_id`).
+            let raw: RawUserData = serde_json::from_slice(&reply.body).ok()?;
+            let user: LoginUserData = serde_json::from_str(raw.user_data.get()).ok()?;
+            Some(Identity::new(exact_id(user.id)?, user.role)?)
         }
         Some(_) => return None,
     };
@@ -164,11 +166,36 @@ struct LoginBody {
     user_data: Box<RawValue>,
 }
 
+/// The `userData` of a login API refresh answer, as written.
 #[derive(Deserialize)]
-struct UserData {
-    id: Value,
+struct RawUserData<'a> {
+    #[serde(rename = "userData", borrow)]
+    user_data: &'a RawValue,
+}
+
+/// `userData` of a login answer, its `id` as written (see [`exact_id`]).
+#[derive(Deserialize)]
+struct LoginUserData<'a> {
+    #[serde(borrow)]
+    id: &'a RawValue,
     #[serde(default)]
     role: Option<Value>,
+}
+
+/// The JSON value of `userData.id`, or `None` for an integer that a JSON number here cannot hold
+/// exactly (beyond 64 bits): parsed, it would silently become another number
+/// (`123456789012345678901234567890` → `1.2345678901234568e29`) in the token and the header.
+/// Numbers written with a fraction or an exponent are floats and stay floats.
+fn exact_id(raw: &RawValue) -> Option<Value> {
+    let text = raw.get();
+    let value: Value = serde_json::from_str(text).ok()?;
+    if let Value::Number(n) = &value {
+        let integer_literal = !text.contains(['.', 'e', 'E']);
+        if integer_literal && n.as_i64().is_none() && n.as_u64().is_none() {
+            return None;
+        }
+    }
+    Some(value)
 }
 
 /// Reads a 2xx login-API body `{accessToken: string, refreshToken: string, userData: {id, ..}}`.
@@ -179,8 +206,9 @@ pub fn parse_login_reply(reply: &UpstreamReply) -> Result<LoginSuccess, CallErro
         return Err(CallError::BadBody);
     }
     let body: LoginBody = serde_json::from_slice(&reply.body).map_err(|_| CallError::BadBody)?;
-    let user: UserData = serde_json::from_str(body.user_data.get()).map_err(|_| CallError::BadBody)?;
-    let identity = Identity::new(user.id, user.role).ok_or(CallError::BadBody)?;
+    let user: LoginUserData = serde_json::from_str(body.user_data.get()).map_err(|_| CallError::BadBody)?;
+    let id = exact_id(user.id).ok_or(CallError::BadBody)?;
+    let identity = Identity::new(id, user.role).ok_or(CallError::BadBody)?;
     if !cookies::is_cookie_value(&body.access_token) || !cookies::is_cookie_value(&body.refresh_token) {
         return Err(CallError::BadBody);
     }

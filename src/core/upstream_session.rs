@@ -538,6 +538,18 @@ mod tests {
             assert_eq!(parse(o.clone()), RefreshAnswer::Outage, "{o:?}");
         }
         assert_eq!(upstream::parse_login_refresh_reply(&c, Err(&CallError::NoResponse)), RefreshAnswer::Outage);
+        // A numeric id keeps its value: past 64 bits it would become another number, a malformed answer.
+        let raw = |id: &str| UpstreamReply {
+            status: 200,
+            headers: vec![],
+            body: format!(r#"{{"accessToken":"a","userData":{{"id":{id},"role":"r"}}}}"#).into_bytes(),
+            body_size: 0,
+        };
+        assert_eq!(parse(raw("123456789012345678901234567890")), RefreshAnswer::Outage);
+        for (id, value) in [("18446744073709551615", json!(u64::MAX)), ("-3", json!(-3)), ("1.5", json!(1.5))] {
+            let RefreshAnswer::Renewed(r) = parse(raw(id)) else { panic!("{id}") };
+            assert_eq!(r.identity.map(|i| i.user_id), Some(value), "{id}");
+        }
     }
 
     #[test]
