@@ -211,6 +211,7 @@ impl Config {
         if !names.are_distinct() {
             return Err(bad("access_cookie", "the four cookie names must differ"));
         }
+        cookie_prefixes_hold(&names, secure, domain.is_some())?;
 
         let identity_headers = IdentityHeaders {
             user_id: header_name("user_id_header", raw.string("user_id_header")?, "x-etls-user-id")?.into(),
@@ -467,12 +468,14 @@ fn authority(key: &'static str, value: String) -> Result<String, ConfigError> {
     Ok(value)
 }
 
-/// A local path: starts with one `/`, no query, no whitespace or control characters.
+/// A local path: starts with one `/`, no query, no backslash, no whitespace or control characters.
+/// A backslash is refused because browsers read `\` in a URL as `/`: a `login_page` of `/\evil.example`
+/// would send denied page loads to another site.
 fn path(key: &'static str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
     let value = value.unwrap_or_else(|| default.to_owned());
     let is_local = value.starts_with('/') && !value.starts_with("//");
-    if !is_local || value.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#') {
-        return Err(bad(key, "must be a path starting with a single \"/\", without query, spaces or control characters"));
+    if !is_local || value.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#' || b == b'\\') {
+        return Err(bad(key, "must be a path starting with a single \"/\", without query, backslashes, spaces or control characters"));
     }
     Ok(value)
 }
@@ -513,6 +516,29 @@ fn cookie_name(key: &'static str, value: Option<String>, default: &str) -> Resul
         return Err(bad(key, &format!("must be at most {MAX_COOKIE_NAME_BYTES} bytes (it counts toward the 4096 bytes of each Set-Cookie)")));
     }
     Ok(value)
+}
+
+/// Browsers drop a cookie whose name starts with `__Secure-` unless it is `Secure`, and one that
+/// starts with `__Host-` unless it is `Secure` without `Domain` (RFC 6265bis section 4.1.3; the
+/// prefixes match in any case). Such a name with `cookie_secure: false` or a `cookie_domain` would
+/// make cookies that no browser keeps.
+fn cookie_prefixes_hold(names: &CookieNames, secure: bool, has_domain: bool) -> Result<(), ConfigError> {
+    let keys = [
+        ("access_cookie", &names.access),
+        ("refresh_cookie", &names.refresh),
+        ("upstream_access_cookie", &names.upstream_access),
+        ("upstream_refresh_cookie", &names.upstream_refresh),
+    ];
+    let starts = |name: &str, prefix: &str| name.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix));
+    for (key, name) in keys {
+        if starts(name, "__Host-") && (!secure || has_domain) {
+            return Err(bad(key, "a __Host- cookie needs cookie_secure true and no cookie_domain (browsers drop it otherwise)"));
+        }
+        if starts(name, "__Secure-") && !secure {
+            return Err(bad(key, "a __Secure- cookie needs cookie_secure true (browsers drop it otherwise)"));
+        }
+    }
+    Ok(())
 }
 
 fn header_name(key: &'static str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
@@ -671,12 +697,25 @@ mod tests {
             (json!({"login_cluster": "l", "refresh_secret_env": "NOT_SET"}), "`refresh_secret_env`: environment variable NOT_SET is not set"),
             (json!({"login_cluster": "l", "access_secret_env": "bad name"}), "`access_secret_env`"),
             (json!({"login_cluster": "l", "login_path": "/x", "logout_path": "/x"}), "must differ"),
+            (json!({"login_cluster": "l", "login_page": "/\\evil.example"}), "`login_page`: must be a path"),
+            (json!({"login_cluster": "l", "public_paths": ["/a\\b"]}), "`public_paths`: must be a path"),
+            (json!({"login_cluster": "l", "access_cookie": "__Host-a", "cookie_domain": "example.com"}), "`access_cookie`: a __Host- cookie"),
+            (json!({"login_cluster": "l", "refresh_cookie": "__host-r", "cookie_secure": false}), "`refresh_cookie`: a __Host- cookie"),
+            (json!({"login_cluster": "l", "upstream_refresh_cookie": "__Secure-r", "cookie_secure": false}), "`upstream_refresh_cookie`: a __Secure- cookie"),
         ];
         for (config, expected) in cases {
             let line = error_line(config.clone());
             assert!(line.contains(expected), "{config}: got {line:?}, expected it to contain {expected:?}");
             assert!(!line.contains('\n'));
         }
+    }
+
+    #[test]
+    fn cookie_prefixes_are_allowed_where_browsers_keep_them() {
+        let host = parse(json!({"login_cluster": "l", "access_cookie": "__Host-a", "refresh_cookie": "__Host-r"})).unwrap();
+        assert_eq!(host.cookies.names.access, "__Host-a");
+        assert!(parse(json!({"login_cluster": "l", "access_cookie": "__Secure-a", "cookie_domain": "example.com"})).is_ok());
+        assert!(parse(json!({"login_cluster": "l", "access_cookie": "_Host-a", "cookie_secure": false})).is_ok(), "not the prefix");
     }
 
     #[test]
