@@ -136,7 +136,9 @@ fn parse_segment(segment: &[u8]) -> Option<Cookie<'_>> {
     Cookie::parse(std::str::from_utf8(segment).ok()?).ok()
 }
 
-/// The value of the first cookie called `name` in a raw `Cookie` request header, if any.
+/// The value of the first cookie called `name` in a raw `Cookie` request header, if any, without
+/// the DQUOTEs RFC 6265 (section 4.1.1) allows around a value, as the `cookie` crate's
+/// `value_trimmed` and most servers read it (the Next.js app's `cookie` package too).
 /// Parsing is the `cookie` crate's, never ours; nothing is copied.
 pub fn find<'h>(cookie_header: &'h [u8], name: &str) -> Option<&'h str> {
     segments(cookie_header)
@@ -144,6 +146,7 @@ pub fn find<'h>(cookie_header: &'h [u8], name: &str) -> Option<&'h str> {
         .filter_map(parse_segment)
         .find(|c| c.name() == name)
         .and_then(|c| c.value_raw())
+        .map(|v| v.strip_prefix('"').and_then(|inner| inner.strip_suffix('"')).unwrap_or(v))
 }
 
 /// False only for a segment whose cookie cannot be called `name`, so that [`find`] leaves it
@@ -283,6 +286,10 @@ mod tests {
         // A segment that is not UTF-8 is never ours; the next copy is found.
         assert_eq!(find(b"accessTokenEtls=\xff; accessTokenEtls=good", "accessTokenEtls"), Some("good"));
         assert_eq!(find(b"x=\xfe\xff;accessTokenEtls=t", "accessTokenEtls"), Some("t"));
+        // RFC 6265 DQUOTEs around a value are not part of it; a lone quote is.
+        assert_eq!(find(b"accessTokenEtls=\"tok\"", "accessTokenEtls"), Some("tok"));
+        assert_eq!(find(b"accessTokenEtls=\"", "accessTokenEtls"), Some("\""));
+        assert_eq!(find(b"accessTokenEtls=\"tok", "accessTokenEtls"), Some("\"tok"));
     }
 
     fn renew<'a>(access: &'a str, refresh: &'a str) -> [(&'static str, &'a str); 2] {
@@ -351,7 +358,10 @@ mod tests {
         use cookie::{Cookie, SameSite};
 
         pub fn find<'h>(header: &'h str, name: &str) -> Option<&'h str> {
-            Cookie::split_parse(header).filter_map(Result::ok).find(|c| c.name() == name).and_then(|c| c.value_raw())
+            let c = Cookie::split_parse(header).filter_map(Result::ok).find(|c| c.name() == name)?;
+            let trimmed = c.value_trimmed();
+            // value_trimmed borrows the cookie; find's value borrows the header, as value_raw does.
+            c.value_raw().map(|raw| if raw.len() == trimmed.len() { raw } else { raw.get(1..raw.len() - 1).unwrap_or(raw) })
         }
 
         pub fn value_in_set_cookie<'s>(set_cookie: &'s str, name: &str) -> Option<&'s str> {
