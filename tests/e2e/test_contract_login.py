@@ -307,3 +307,28 @@ def test_3xx_is_502(gw_inline, login_api, status):
     assert r.status == 502, r
     assert r.header("Location") is None
     assert r.set_cookie_headers == []
+
+
+def test_default_login_timeout_is_5000_ms(gw_inline, login_api):
+    """login_timeout_ms defaults to 5000: a login API that answers after 5.6 s gives 504 at about 5 s."""
+    import time
+    login_api.always(Reply(200, {"accessToken": "ua", "refreshToken": "ur", "userData": {"id": 1}}, delay=5.6))
+    t0 = time.monotonic()
+    r = gw_inline.post(LOGIN, body=CREDS, timeout=15)
+    elapsed = time.monotonic() - t0
+    assert r.status == 504 and r.json() == {"error": "Login service timed out"}, r
+    assert 4.9 <= elapsed < 5.5, elapsed
+    assert r.set_cookie_headers == []
+    no_store(r)
+
+
+def test_default_refresh_timeout_is_2000_ms(make_gateway, refresh_api):
+    """refresh_timeout_ms defaults to 2000: a refresh cluster that answers after 2.6 s denies at about 2 s."""
+    import time
+    g = make_gateway("contract-refresh-default", mode="cluster", refresh_to="stub")
+    refresh_api.always(Reply(200, {"message": "Tokens refreshed"}, delay=2.6))
+    t0 = time.monotonic()
+    r = g.get("/contract/slow-refresh", cookies=g.session(tokens.expired_access(3, "u"), tokens.refresh(3, "u")))
+    elapsed = time.monotonic() - t0
+    checks.unauthorized(r, g)
+    assert 1.9 <= elapsed < 2.5, elapsed

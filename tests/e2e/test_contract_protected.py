@@ -221,3 +221,23 @@ def test_refresh_route_with_a_body_and_json_type(gw):
                 headers={"Content-Type": "text/plain"})
     assert r.status == 200, r
     assert not gw.reached_app(r)
+
+
+# --- time claims --------------------------------------------------------------------------------
+
+def test_iat_in_the_future_counts_like_nbf(gw):
+    """SPEC names exp and nbf; an `iat` in the future is treated like an `nbf` (within the leeway
+    accepted, beyond it not yet valid), as PyJWT and jwt-simple do. jose tokens carry no iat."""
+    now = tokens.now()
+    soon = tokens.mint(SECRETS["ETLS_ACCESS"], user_id=50, role="user", iat=now + 2, exp=now + 900)
+    checks.identity(checks.echo(gw.get("/contract/iat", cookies=gw.session(access=soon))), gw, "50", "user")
+    later = tokens.mint(SECRETS["ETLS_ACCESS"], user_id=50, role="user", iat=now + 120, exp=now + 900)
+    checks.unauthorized(gw.get("/contract/iat", cookies=gw.session(access=later)), gw)
+
+
+@pytest.mark.parametrize("claims", [{"exp": "9999999999"}, {"exp": None, "nbf": 1}, {"exp": 9999999999, "nbf": "0"}],
+                         ids=["exp-string", "no-exp", "nbf-string"])
+def test_time_claims_of_the_wrong_type_are_refused(gw, claims):
+    extra = {k: v for k, v in claims.items() if k != "exp"}
+    t = tokens.mint(SECRETS["ETLS_ACCESS"], user_id=51, role="user", exp=claims.get("exp"), **extra)
+    checks.unauthorized(gw.get("/contract/exp", cookies=gw.session(access=t)), gw)
