@@ -50,8 +50,8 @@ fn fixture() -> Fixture {
     }
 }
 
-fn request(cookie: Option<String>) -> RequestView {
-    RequestView { method: "GET".into(), path: "/app/dashboard?tab=1".into(), cookie: cookie.map(String::into_bytes), end_of_stream: true, ..RequestView::default() }
+fn request(cookie: Option<String>) -> RequestView<'static> {
+    RequestView { method: "GET".into(), path: "/app/dashboard?tab=1".into(), cookie: cookie.map(|c| c.into_bytes().into()), end_of_stream: true, ..RequestView::default() }
 }
 
 /// A browser-like Cookie header: some analytics cookies around ours.

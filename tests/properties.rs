@@ -316,8 +316,11 @@ prop_compose! {
         has_origin in any::<bool>(), has_cors_request_method in any::<bool>(),
         content_length in prop_oneof![Just(None), (0u64..40_000).prop_map(Some), any::<u64>().prop_map(Some)],
         end_of_stream in any::<bool>(), content_type in content_type(),
-    ) -> RequestView {
-        RequestView { method, path, cookie, accept, content_type, has_origin, has_cors_request_method, content_length, end_of_stream }
+    ) -> RequestView<'static> {
+        RequestView {
+            method: method.into(), path: path.into(), cookie: cookie.map(Into::into), accept: accept.map(Into::into),
+            content_type: content_type.map(Into::into), has_origin, has_cors_request_method, content_length, end_of_stream,
+        }
     }
 }
 
@@ -360,7 +363,7 @@ fn judge_catches_bypasses() {
     use etls_auth::core::decision::{Forward, LocalReply, Outcome, PublishedIdentity};
     let setups = setups();
     let setup = &setups[0];
-    let req = |path: &str, cookie: Option<String>| RequestView { method: "GET".into(), path: path.into(), cookie: cookie.map(String::into_bytes), end_of_stream: true, ..RequestView::default() };
+    let req = |path: &str, cookie: Option<String>| RequestView { method: "GET".into(), path: path.to_owned().into(), cookie: cookie.map(|c| c.into_bytes().into()), end_of_stream: true, ..RequestView::<'static>::default() };
     // Publishes the identity of its header edits (as the filter does), so that each case below
     // is caught for the fault it was built for.
     let publish = |edits: &[(String, Option<String>)]| {
@@ -442,7 +445,7 @@ fn decide_with_real_sessions_on_protected_paths() {
         pairs.extend(access.map(|a| format!("{}={a}", names.access)));
         pairs.extend(refresh.map(|r| format!("{}={r}", names.refresh)));
         let req = RequestView {
-            method: method.into(), path, cookie: Some(pairs.join("; ").into_bytes()),
+            method: method.into(), path: path.into(), cookie: Some(pairs.join("; ").into_bytes().into()),
             accept: Some(if html { "text/html" } else { "application/json" }.into()), end_of_stream,
             content_type: Some("application/json".into()),
             ..RequestView::default()
@@ -471,7 +474,7 @@ fn real_tokens_unmutated_are_accepted() {
     // The judge's positive side, concretely: without a mutation the generated valid tokens pass.
     let setups = setups();
     let setup = &setups[0];
-    let req = |cookie: String| RequestView { method: "GET".into(), path: "/x".into(), cookie: Some(cookie.into_bytes()), end_of_stream: true, ..RequestView::default() };
+    let req = |cookie: String| RequestView { method: "GET".into(), path: "/x".into(), cookie: Some(cookie.into_bytes().into()), end_of_stream: true, ..RequestView::default() };
     let d = core::decide(&setup.cfg, &req(format!("accessTokenEtls={}", judge::good_access(60))), NOW);
     assert!(matches!(d, Decision::Forward(ref f) if f.outcome.as_str() == "session_valid"), "{d:?}");
     let d = core::decide(&setup.cfg, &req(format!("refreshTokenEtls={}", judge::good_refresh(60))), NOW);
@@ -678,7 +681,7 @@ fn parse_and_use(json: &[u8], env: &[(String, Vec<u8>)]) -> Result<(), TestCaseE
             let names = &cfg.cookies.names;
             let cookie = format!("{}={}; {}={}", names.access, judge::good_access(60), names.refresh, judge::good_refresh(60));
             for (method, path) in [("GET", "/x"), ("POST", r.login.as_str()), ("POST", r.refresh.as_str()), ("POST", r.logout.as_str()), ("GET", "/x/../y")] {
-                let req = RequestView { method: method.into(), path: path.into(), cookie: Some(cookie.clone().into_bytes()), accept: Some("text/html".into()), end_of_stream: true, ..RequestView::default() };
+                let req = RequestView { method: method.into(), path: path.into(), cookie: Some(cookie.clone().into_bytes().into()), accept: Some("text/html".into()), end_of_stream: true, ..RequestView::default() };
                 let _ = core::decide(&cfg, &req, NOW);
             }
             let _ = login::on_body(&cfg, br#"{"email":"e","password":"p"}"#);
@@ -758,7 +761,7 @@ fn decide_cached_over_request_sequences_never_lets_a_stale_token_through() {
             pairs.extend(access.map(|i| format!("{}={}", names.access, i.get(&tokens))));
             pairs.extend(refresh.map(|i| format!("{}={}", names.refresh, i.get(&tokens))));
             let req = RequestView {
-                method: if post { "POST" } else { "GET" }.into(), path: path.into(), cookie: Some(pairs.join("; ").into_bytes()),
+                method: if post { "POST" } else { "GET" }.into(), path: path.into(), cookie: Some(pairs.join("; ").into_bytes().into()),
                 accept: Some("application/json".into()), end_of_stream: true, ..RequestView::default()
             };
             let d = core::decide_cached(&setup.cfg, &mut cache, &req, now);
@@ -790,7 +793,7 @@ fn rotation_keeps_every_other_cookie_byte_for_byte() {
         segments.insert(at.index(segments.len() + 1), refresh.clone());
         if twice { segments.push(refresh); }
         let sent = segments.join(&b';');
-        let req = RequestView { method: "GET".into(), path: "/x".into(), cookie: Some(sent.clone()), end_of_stream: true, ..RequestView::default() };
+        let req = RequestView { method: "GET".into(), path: "/x".into(), cookie: Some(sent.clone().into()), end_of_stream: true, ..RequestView::default() };
         let d = core::decide(&setup.cfg, &req, NOW);
         if let Err(e) = judge::check_decide(setup, &req, NOW, &d) {
             prop_assert!(false, "{e}\nsent {:?}\ndecision {d:?}", String::from_utf8_lossy(&sent));
@@ -858,7 +861,7 @@ fn login_mints_only_tokens_that_verify_in_cookies_of_at_most_4096_bytes() {
             let names = &setup.cfg.cookies.names;
             let (_, access) = judge::set_cookie_pair(got[2]);
             let (_, refresh) = judge::set_cookie_pair(got[3]);
-            let use_it = |cookie: String| RequestView { method: "GET".into(), path: "/x".into(), cookie: Some(cookie.into_bytes()), end_of_stream: true, ..RequestView::default() };
+            let use_it = |cookie: String| RequestView { method: "GET".into(), path: "/x".into(), cookie: Some(cookie.into_bytes().into()), end_of_stream: true, ..RequestView::default() };
             let d = core::decide(&setup.cfg, &use_it(format!("{}={access}", names.access)), NOW);
             prop_assert!(matches!(&d, Decision::Forward(f) if f.outcome.as_str() == "session_valid"), "minted access token refused: {}", want[2]);
             let req = use_it(format!("{}={refresh}", names.refresh));
@@ -932,7 +935,7 @@ fn rotation(cfg: &Config, up_refresh: &str) -> etls_auth::core::upstream_session
     let req = RequestView {
         method: "GET".into(),
         path: "/x".into(),
-        cookie: Some(cookie.into_bytes()),
+        cookie: Some(cookie.into_bytes().into()),
         end_of_stream: true,
         ..RequestView::default()
     };

@@ -90,7 +90,7 @@ fuzz_target!(|input: Input| {
             let setup = Setup { name: "fuzzed", cfg, previous: true };
             for (method, path) in [("GET", "/x"), ("POST", routes[0].as_str()), ("POST", routes[1].as_str()), ("POST", routes[2].as_str()), ("GET", "/login/../x")] {
                 for cookie in [None, Some(cookie.clone().into_bytes())] {
-                    let req = RequestView { method: method.into(), path: path.into(), cookie, accept: Some("text/html".into()), end_of_stream: true, ..RequestView::default() };
+                    let req = RequestView { method: method.into(), path: path.into(), cookie: cookie.clone().map(Into::into), accept: Some("text/html".into()), end_of_stream: true, ..RequestView::default() };
                     let d = core::decide(&setup.cfg, &req, NOW);
                     if default_secrets {
                         if let Err(e) = judge::check_decide(&setup, &req, NOW, &d) {

@@ -133,11 +133,11 @@ fuzz_target!(|input: Input| {
             ),
         };
         let req = RequestView {
-            method: pick(METHODS, input.method).to_owned(),
-            path: format!("{}{}", pick(PATHS, input.path), input.path_tail),
-            cookie,
-            accept: pick(ACCEPTS, input.accept).map(str::to_owned),
-            content_type: pick(CONTENT_TYPES, input.content_type).map(str::to_owned),
+            method: pick(METHODS, input.method).into(),
+            path: format!("{}{}", pick(PATHS, input.path), input.path_tail).into(),
+            cookie: cookie.map(Into::into),
+            accept: pick(ACCEPTS, input.accept).map(Into::into),
+            content_type: pick(CONTENT_TYPES, input.content_type).map(Into::into),
             has_origin: input.has_origin,
             has_cors_request_method: input.has_cors_request_method,
             content_length: input.content_length,

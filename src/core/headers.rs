@@ -7,6 +7,8 @@
 //! for each pair `name NUL value NUL`. A map that does not parse yields no headers at all, which
 //! the core treats like a request without a session (fail closed).
 
+use std::borrow::Cow;
+
 use crate::core::request::RequestView;
 
 /// The `(name, value)` pairs of a serialized header map, in order; names are `&str` (the host
@@ -44,7 +46,7 @@ fn split_nul(bytes: &[u8], len: usize) -> Option<(&[u8], &[u8])> {
 /// Single-valued headers take their first value; several `Cookie` headers are joined with
 /// `; ` (HTTP/1.1 clients may split cookies over several) and kept as raw bytes; other values
 /// that are not UTF-8 are decoded lossily. `end_of_stream` is true when no body follows.
-pub fn request_view<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>, end_of_stream: bool) -> RequestView {
+pub fn request_view<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>, end_of_stream: bool) -> RequestView<'a> {
     let mut view = RequestView { end_of_stream, ..RequestView::default() };
     let (mut method, mut path, mut accept, mut content_length, mut content_type) = (None, None, None, None, None);
     for (name, value) in pairs {
@@ -54,13 +56,17 @@ pub fn request_view<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>, en
             "accept" => first(&mut accept, value),
             "content-length" => first(&mut content_length, value),
             "content-type" => first(&mut content_type, value),
-            "cookie" => {
-                let cookie = view.cookie.get_or_insert_with(Vec::new);
-                if !cookie.is_empty() {
-                    cookie.extend_from_slice(b"; ");
+            "cookie" => match &mut view.cookie {
+                // One Cookie header (HTTP/1.1, most clients): borrowed as it is.
+                None => view.cookie = Some(Cow::Borrowed(value)),
+                Some(cookie) => {
+                    let cookie = cookie.to_mut();
+                    if !cookie.is_empty() {
+                        cookie.extend_from_slice(b"; ");
+                    }
+                    cookie.extend_from_slice(value);
                 }
-                cookie.extend_from_slice(value);
-            }
+            },
             "origin" => view.has_origin = true,
             "access-control-request-method" => view.has_cors_request_method = true,
             _ => {}
@@ -80,8 +86,8 @@ fn first<'a>(slot: &mut Option<&'a [u8]>, value: &'a [u8]) {
     }
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+fn text(bytes: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
 }
 
 #[cfg(test)]
@@ -139,7 +145,7 @@ mod tests {
         assert_eq!(view, RequestView {
             method: "OPTIONS".into(),
             path: "/api?q=1".into(),
-            cookie: Some(b"a=1; accessTokenEtls=t".to_vec()),
+            cookie: Some(b"a=1; accessTokenEtls=t".to_vec().into()),
             accept: Some("text/html".into()),
             content_type: Some("application/json; charset=utf-8".into()),
             has_origin: true,

@@ -1,21 +1,27 @@
 //! What the core needs to know about a request, gathered by the shell from the headers.
 //! Plain data; no proxy_wasm here.
 
+use std::borrow::Cow;
+
 /// One request as the core sees it. Header values that are not UTF-8 arrive lossily decoded,
 /// except the `Cookie` header, which is kept as raw bytes so that a rotation can hand every
 /// other cookie to the app byte for byte.
+///
+/// Borrowed from the header map the shell read (`'a`) where it can be, so the request path
+/// copies no header; [`RequestView::into_owned`] makes a copy that outlives the map (for a
+/// request that waits on a call).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestView {
+pub struct RequestView<'a> {
     /// `:method`, as sent.
-    pub method: String,
+    pub method: Cow<'a, str>,
     /// `:path`, with its query string.
-    pub path: String,
+    pub path: Cow<'a, str>,
     /// The `Cookie` header, raw bytes (several `Cookie` headers are joined with `; `).
-    pub cookie: Option<Vec<u8>>,
+    pub cookie: Option<Cow<'a, [u8]>>,
     /// The `Accept` header.
-    pub accept: Option<String>,
+    pub accept: Option<Cow<'a, str>>,
     /// The `Content-Type` header (the first one).
-    pub content_type: Option<String>,
+    pub content_type: Option<Cow<'a, str>>,
     /// Whether an `Origin` header is present.
     pub has_origin: bool,
     /// Whether an `Access-Control-Request-Method` header is present.
@@ -26,10 +32,26 @@ pub struct RequestView {
     pub end_of_stream: bool,
 }
 
-impl RequestView {
+impl RequestView<'_> {
+    /// A copy that borrows nothing.
+    pub fn into_owned(self) -> RequestView<'static> {
+        RequestView {
+            method: Cow::Owned(self.method.into_owned()),
+            path: Cow::Owned(self.path.into_owned()),
+            cookie: self.cookie.map(|c| Cow::Owned(c.into_owned())),
+            accept: self.accept.map(|a| Cow::Owned(a.into_owned())),
+            content_type: self.content_type.map(|c| Cow::Owned(c.into_owned())),
+            has_origin: self.has_origin,
+            has_cors_request_method: self.has_cors_request_method,
+            content_length: self.content_length,
+            end_of_stream: self.end_of_stream,
+        }
+    }
+
     /// The path without its query string.
     pub fn path_only(&self) -> &str {
-        self.path.split_once('?').map_or(self.path.as_str(), |(path, _)| path)
+        let path: &str = &self.path;
+        path.split_once('?').map_or(path, |(path, _)| path)
     }
 
     /// True when the `Accept` header lists `text/html`: a page load, which is redirected.
@@ -65,8 +87,8 @@ impl RequestView {
 mod tests {
     use super::*;
 
-    fn with_accept(accept: &str) -> RequestView {
-        RequestView { accept: Some(accept.to_owned()), ..RequestView::default() }
+    fn with_accept(accept: &str) -> RequestView<'_> {
+        RequestView { accept: Some(accept.into()), ..RequestView::default() }
     }
 
     #[test]
@@ -82,7 +104,7 @@ mod tests {
 
     #[test]
     fn json_content_type_allows_parameters_and_any_case() {
-        let with = |ct: &str| RequestView { content_type: Some(ct.to_owned()), ..RequestView::default() };
+        let with = |ct: &str| RequestView { content_type: Some(ct.to_owned().into()), ..RequestView::default() };
         for ok in ["application/json", "application/json; charset=utf-8", "Application/JSON", "APPLICATION/JSON;charset=UTF-8",
                    " application/json ", "application/json\t; x=y"] {
             assert!(with(ok).has_json_body(), "{ok:?}");

@@ -37,13 +37,13 @@ pub fn edit(name: &str, value: Option<&[u8]>) -> crate::core::decision::HeaderEd
     (name.into(), value.map(Into::into))
 }
 
-pub fn req(method: &str, path: &str, cookie: Option<&str>) -> RequestView {
+pub fn req(method: &str, path: &str, cookie: Option<&str>) -> RequestView<'static> {
     RequestView {
-        method: method.to_owned(),
-        path: path.to_owned(),
-        cookie: cookie.map(|c| c.as_bytes().to_vec()),
-        accept: Some("application/json".to_owned()),
-        content_type: Some("application/json".to_owned()),
+        method: method.to_owned().into(),
+        path: path.to_owned().into(),
+        cookie: cookie.map(|c| c.as_bytes().to_vec().into()),
+        accept: Some("application/json".into()),
+        content_type: Some("application/json".into()),
         end_of_stream: true,
         ..RequestView::default()
     }

@@ -50,7 +50,7 @@ pub enum Route {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rotation {
     pub route: Route,
-    pub request: RequestView,
+    pub request: RequestView<'static>,
     /// From the verified ETLS refresh token.
     pub identity: Identity,
     /// The value of the upstream `refreshToken` cookie.
@@ -429,7 +429,7 @@ pub fn rotation(cfg: &Config, route: Route, req: &RequestView, identity: &Identi
     };
     Some(Decision::Join(Box::new(Rotation {
         route,
-        request: req.clone(),
+        request: req.clone().into_owned(),
         identity: identity.clone(),
         upstream_refresh: upstream_refresh.to_owned(),
         can_wait: can_hold_body(cfg, req),

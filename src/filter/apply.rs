@@ -52,7 +52,7 @@ pub struct Carrier<'a> {
     /// The VM's paused requests that its tick watches (held login headers).
     pub waiting: &'a RefCell<Waiting>,
     /// The request as the core saw it (for a failed dispatch's decision).
-    pub request: &'a RequestView,
+    pub request: &'a RequestView<'static>,
 }
 
 impl Carrier<'_> {

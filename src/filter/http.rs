@@ -51,7 +51,8 @@ pub struct AuthFilter {
     waiting: Rc<RefCell<Waiting>>,
     /// What the root context carried out for a waiting request (from `AuthRoot`).
     handoff: Rc<RefCell<HashMap<u32, Handoff>>>,
-    request: RequestView,
+    /// The request as the core saw it, kept only while it waits (see `on_http_request_headers`).
+    request: RequestView<'static>,
     stage: Stage,
 }
 
@@ -183,13 +184,19 @@ impl HttpContext for AuthFilter {
         let Some(cfg) = self.config.clone() else {
             return self.apply(core::unconfigured());
         };
-        self.request = gather_request(end_of_stream);
+        let map = super::host::header_map(MapType::HttpRequestHeaders);
+        let request = gather_request(&map, end_of_stream);
         // The cache is only ever borrowed here, one request at a time; if it somehow were
         // borrowed already, verify without it rather than trap.
         let decision = match self.cache.try_borrow_mut() {
-            Ok(mut cache) => core::decide_cached(&cfg, &mut cache, &self.request, now()),
-            Err(_) => core::decide(&cfg, &self.request, now()),
+            Ok(mut cache) => core::decide_cached(&cfg, &mut cache, &request, now()),
+            Err(_) => core::decide(&cfg, &request, now()),
         };
+        // A request that goes on or is answered now needs its view no more; one that waits
+        // (a call, the shared call, its body) keeps a copy for what comes next.
+        if !matches!(decision, Decision::Forward(_) | Decision::Respond(_)) {
+            self.request = request.into_owned();
+        }
         self.apply(decision)
     }
 
@@ -268,9 +275,8 @@ fn forwarded(set_cookies: Vec<String>) -> Stage {
 }
 
 /// The request as the core sees it, from one read of the whole header map.
-fn gather_request(end_of_stream: bool) -> RequestView {
-    let map = super::host::header_map(MapType::HttpRequestHeaders);
-    let pairs = core::headers::parse_header_map(&map).unwrap_or_default();
+fn gather_request(map: &[u8], end_of_stream: bool) -> RequestView<'_> {
+    let pairs = core::headers::parse_header_map(map).unwrap_or_default();
     core::headers::request_view(pairs, end_of_stream)
 }
 
