@@ -330,7 +330,7 @@ prop_compose! {
 fn decide_never_panics_and_forwards_only_with_a_valid_token() {
     let setups = setups();
     let seen = std::cell::RefCell::new(std::collections::BTreeSet::new());
-    proptest!(cases(6000), |(req in request(), which in any::<Index>())| {
+    proptest!(cases(15000), |(req in request(), which in any::<Index>())| {
         let setup = which.get(&setups);
         let d = core::decide(&setup.cfg, &req, NOW);
         if let Err(e) = judge::check_decide(setup, &req, NOW, &d) {
@@ -428,7 +428,7 @@ fn decide_with_real_sessions_on_protected_paths() {
     // RotatedInline and the refresh call are reached often and judged each time.
     let setups = setups();
     let seen = std::cell::RefCell::new(std::collections::BTreeSet::new());
-    proptest!(cases(600), |(
+    proptest!(cases(3000), |(
         which in any::<Index>(),
         access in prop::option::of(prop_oneof![2 => Just(judge::good_access(600)), 3 => token()]),
         refresh in prop::option::of(prop_oneof![2 => Just(judge::good_refresh(600)), 3 => token()]),
