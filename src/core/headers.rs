@@ -30,6 +30,66 @@ pub fn parse_header_map(map: &[u8]) -> Option<Vec<(&str, &[u8])>> {
     Some(pairs)
 }
 
+/// [`request_view`] of a serialized header map, read in one pass without collecting its pairs;
+/// a malformed map yields the view of no headers at all, as with [`parse_header_map`].
+pub fn request_view_of_map(map: &[u8], end_of_stream: bool) -> RequestView<'_> {
+    let mut pairs = OnePass::new(map);
+    let view = request_view(&mut pairs, end_of_stream);
+    if pairs.failed {
+        return request_view([], end_of_stream);
+    }
+    view
+}
+
+/// The pairs of a serialized map, read as they are used; `failed` once the map does not parse
+/// (then no more pairs come).
+struct OnePass<'a> {
+    sizes: &'a [u8],
+    data: &'a [u8],
+    left: usize,
+    failed: bool,
+}
+
+impl<'a> OnePass<'a> {
+    fn new(map: &'a [u8]) -> Self {
+        let start = || -> Option<(usize, &'a [u8], &'a [u8])> {
+            let count = usize::try_from(read_u32(map, 0)?).ok()?;
+            let sizes_len = count.checked_mul(8)?;
+            let sizes = map.get(4..4usize.checked_add(sizes_len)?)?;
+            Some((count, sizes, map.get(4 + sizes_len..)?))
+        };
+        match start() {
+            Some((left, sizes, data)) => OnePass { sizes, data, left, failed: false },
+            None => OnePass { sizes: &[], data: &[], left: 0, failed: true },
+        }
+    }
+
+    fn read(&mut self) -> Option<(&'a str, &'a [u8])> {
+        let name_len = usize::try_from(read_u32(self.sizes, 0)?).ok()?;
+        let value_len = usize::try_from(read_u32(self.sizes, 4)?).ok()?;
+        let (name, rest) = split_nul(self.data, name_len)?;
+        let (value, rest) = split_nul(rest, value_len)?;
+        let name = std::str::from_utf8(name).ok()?;
+        self.sizes = self.sizes.get(8..)?;
+        self.data = rest;
+        Some((name, value))
+    }
+}
+
+impl<'a> Iterator for OnePass<'a> {
+    type Item = (&'a str, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 || self.failed {
+            return None;
+        }
+        self.left -= 1;
+        let pair = self.read();
+        self.failed = pair.is_none();
+        pair
+    }
+}
+
 fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
     let word: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
     Some(u32::from_le_bytes(word))
@@ -115,6 +175,22 @@ mod tests {
         let pairs: Vec<(&str, &[u8])> = vec![(":method", b"GET"), (":path", b"/a?b"), ("cookie", b"x=1"), ("empty", b"")];
         assert_eq!(parse_header_map(&map(&pairs)), Some(pairs));
         assert_eq!(parse_header_map(&map(&[])), Some(vec![]));
+    }
+
+    #[test]
+    fn one_pass_views_are_the_views_of_the_parsed_pairs() {
+        let good = map(&[(":method", b"GET"), (":path", b"/x?y"), ("cookie", b"a=b"), ("cookie", b"c=d"), ("accept", b"text/html")]);
+        let whole = request_view(parse_header_map(&good).unwrap(), true);
+        assert_eq!(request_view_of_map(&good, true), whole);
+        assert_eq!(whole.cookie.as_deref(), Some(&b"a=b; c=d"[..]));
+        for cut in 0..good.len() {
+            assert_eq!(request_view_of_map(&good[..cut], false), request_view([], false), "cut at {cut}");
+        }
+        let mut bad_name = good.clone();
+        let at = good.len() - b"accept\0text/html\0".len();
+        bad_name[at] = 0xff;
+        assert_eq!(parse_header_map(&bad_name), None);
+        assert_eq!(request_view_of_map(&bad_name, true), request_view([], true), "a bad last name voids the whole map");
     }
 
     #[test]

@@ -276,8 +276,7 @@ fn forwarded(set_cookies: Vec<String>) -> Stage {
 
 /// The request as the core sees it, from one read of the whole header map.
 fn gather_request(map: &[u8], end_of_stream: bool) -> RequestView<'_> {
-    let pairs = core::headers::parse_header_map(map).unwrap_or_default();
-    core::headers::request_view(pairs, end_of_stream)
+    core::headers::request_view_of_map(map, end_of_stream)
 }
 
 /// The answer of a dispatched call (of the effective context), read without trapping.
