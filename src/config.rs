@@ -142,9 +142,12 @@ impl Config {
         secret_of: impl Fn(&str) -> Option<Vec<u8>>,
     ) -> Result<Config, ConfigError> {
         let text = if json.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { json };
-        let map: Map<String, Value> = serde_json::from_slice(text)
+        let object: TopLevel = serde_json::from_slice(text)
             .map_err(|e| ConfigError::NotJsonObject(why_not_an_object(&e)))?;
-        let mut raw = Fields(map);
+        if let Some(key) = object.duplicate {
+            return Err(ConfigError::DuplicateKey(key));
+        }
+        let mut raw = Fields(object.map);
 
         let login_cluster = raw.required_string("login_cluster")?;
         let login_cluster = non_empty("login_cluster", login_cluster)?;
@@ -322,6 +325,37 @@ fn load_keys(
         KeyRing::new(&refresh, refresh_previous.as_deref()),
         names,
     ))
+}
+
+/// The configuration object as read, with the first key that it gives twice (serde_json's own
+/// map would silently keep the last value).
+struct TopLevel {
+    map: Map<String, Value>,
+    duplicate: Option<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for TopLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = TopLevel;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<TopLevel, A::Error> {
+                let mut map = Map::new();
+                let mut duplicate = None;
+                while let Some((key, value)) = entries.next_entry::<String, Value>()? {
+                    if duplicate.is_none() && map.contains_key(&key) {
+                        duplicate = Some(key.clone());
+                    }
+                    map.insert(key, value);
+                }
+                Ok(TopLevel { map, duplicate })
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
 }
 
 /// The configuration object, consumed key by key so that leftovers are unknown keys.
@@ -708,6 +742,21 @@ mod tests {
             assert!(line.contains(expected), "{config}: got {line:?}, expected it to contain {expected:?}");
             assert!(!line.contains('\n'));
         }
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused() {
+        for raw in [&br#"{"login_cluster":"a","login_cluster":"b"}"#[..], br#"{"login_cluster":"a","cookie_secure":true,"cookie_secure":false}"#,
+                    br#"{"login_cluster":"a","nope":1,"nope":2}"#] {
+            let err = Config::parse(raw, env).err().unwrap();
+            assert!(matches!(err, ConfigError::DuplicateKey(_)), "{err:?}");
+        }
+        assert_eq!(
+            Config::parse(br#"{"login_cluster":"a","cookie_secure":true,"cookie_secure":false}"#, env).err().unwrap().to_string(),
+            "`cookie_secure`: given more than once; keep one"
+        );
+        // Nested objects are values: the same key in two of them is fine.
+        assert!(Config::parse(br#"{"login_cluster":"a","public_paths":["/a","/a"]}"#, env).is_ok());
     }
 
     #[test]

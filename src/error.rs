@@ -11,6 +11,9 @@ pub enum ConfigError {
     /// A key the filter does not know (a typo would otherwise be silently ignored), with the
     /// known key it is close to, if any.
     UnknownKey { key: String, did_you_mean: Option<&'static str> },
+    /// A key given twice in the configuration object (which value counts is not obvious to a
+    /// reader of it).
+    DuplicateKey(String),
     /// A key holds a value of the wrong JSON type.
     WrongType { key: &'static str, expected: &'static str },
     /// A required key is absent; `near_miss` is a key of the configuration that is close to it
@@ -63,6 +66,7 @@ impl ConfigError {
             ConfigError::UnknownKey { key, did_you_mean: Some(known) } => {
                 format!("`{}`: unknown key; did you mean `{known}`?", shown(key))
             }
+            ConfigError::DuplicateKey(key) => format!("`{}`: given more than once; keep one", shown(key)),
             ConfigError::WrongType { key, expected } => format!("`{key}`: must be {expected}"),
             ConfigError::Missing { key, near_miss: None } => format!("`{key}`: required"),
             ConfigError::Missing { key, near_miss: Some(found) } => {

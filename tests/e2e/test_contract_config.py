@@ -49,3 +49,11 @@ def test_bad_value_is_refused_with_one_line_naming_the_key(name):
 def test_cookie_prefixes_where_browsers_keep_them_are_accepted(plugin):
     r = _validate(plugin)
     assert r.returncode == 0, r.stdout[-1500:]
+
+
+def test_a_key_given_twice_is_refused_naming_it():
+    raw = '{"login_cluster": "login_api", "cookie_secure": true, "cookie_secure": false}'
+    r = _validate(raw)
+    assert r.returncode != 0, r.stdout[-1500:]
+    lines = [l for l in r.stdout.splitlines() if "wasm log" in l and "etls-auth" in l]
+    assert len(lines) == 1 and lines[0].endswith("`cookie_secure`: given more than once; keep one"), lines

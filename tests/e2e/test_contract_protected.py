@@ -241,3 +241,49 @@ def test_time_claims_of_the_wrong_type_are_refused(gw, claims):
     extra = {k: v for k, v in claims.items() if k != "exp"}
     t = tokens.mint(SECRETS["ETLS_ACCESS"], user_id=51, role="user", exp=claims.get("exp"), **extra)
     checks.unauthorized(gw.get("/contract/exp", cookies=gw.session(access=t)), gw)
+
+
+def _at_the_start_of_a_second() -> int:
+    """Waits (under a second) until a new second has just begun, so a request sent now is checked
+    within the same second; returns that second."""
+    import time
+    for _ in range(200):
+        t = time.time()
+        if t - int(t) < 0.05:
+            return int(t)
+        time.sleep(min(0.01, 1.0 - (t - int(t))))
+    return int(time.time())
+
+
+@pytest.mark.parametrize("edge, passes", [("exp", True), ("exp", False), ("nbf", True), ("nbf", False)],
+                         ids=["exp-at-leeway", "exp-one-past", "nbf-at-leeway", "nbf-one-past"])
+def test_exp_and_nbf_exactly_at_the_leeway_edge(gw, edge, passes):
+    """clock_skew_s 5: a token past `exp` by exactly 5 s is valid, by 6 s expired; `nbf` 5 s ahead
+    is valid, 6 s ahead not yet."""
+    now = _at_the_start_of_a_second()
+    off = 5 if passes else 6
+    if edge == "exp":
+        t = tokens.mint(SECRETS["ETLS_ACCESS"], user_id=52, role="user", iat=now - 900, exp=now - off)
+    else:
+        t = tokens.mint(SECRETS["ETLS_ACCESS"], user_id=52, role="user", iat=None, exp=now + 900, nbf=now + off)
+    r = gw.get("/contract/edge", cookies=gw.session(access=t))
+    if passes:
+        checks.identity(checks.echo(r), gw, "52", "user")
+    else:
+        checks.unauthorized(r, gw)
+
+
+@pytest.mark.parametrize("route", ["/api/auth/login", "/api/auth/refreshtoken", "/api/auth/logout", "/contract/pf"])
+def test_cors_preflight_to_any_path_goes_to_the_app_unchecked(gw, route):
+    r = gw.request("OPTIONS", route, headers=[("Origin", "https://app.example"), ("Access-Control-Request-Method", "POST"),
+                                              ("x-etls-user-id", "forged")], cookies=gw.session(access="garbage"))
+    e = checks.echo(r)
+    assert e["method"] == "OPTIONS" and e["path"] == route
+    assert checks.echo_header_all(e, "x-etls-user-id") == []
+    assert r.set_cookie_headers == []
+
+
+@pytest.mark.parametrize("headers", [[("Origin", "https://app.example")], [("Access-Control-Request-Method", "POST")]],
+                         ids=["origin-only", "method-only"])
+def test_options_without_both_preflight_headers_is_protected(gw, headers):
+    checks.unauthorized(gw.request("OPTIONS", "/contract/pf", headers=headers), gw)
