@@ -90,7 +90,10 @@ fn header_value(value: &Value, is_role: bool) -> Option<String> {
         Value::Bool(b) if is_role => b.to_string(),
         _ => return None,
     };
-    let is_safe = (is_role || !text.is_empty()) && !text.chars().any(char::is_control);
+    // A header value cannot carry leading or trailing spaces (RFC 9110 section 5.5: the app's
+    // HTTP parser trims them), so a `userId` " alice " would reach the app as "alice": another user.
+    let is_exact = is_role || (!text.starts_with(' ') && !text.ends_with(' '));
+    let is_safe = (is_role || !text.is_empty()) && is_exact && !text.chars().any(char::is_control);
     is_safe.then_some(text)
 }
 
@@ -325,6 +328,11 @@ mod tests {
         assert_eq!(verify_access(&cfg, &jose).unwrap().role_header().as_deref(), Some(""));
         // An empty userId is still no identity.
         assert_eq!(Identity::new(json!(""), Some(json!(""))), None);
+        // Nor one that a header cannot carry exactly (the app would read " alice " as "alice").
+        for spaced in [" alice", "alice ", " ", "  a  "] {
+            assert_eq!(Identity::new(json!(spaced), None), None, "{spaced:?}");
+        }
+        assert!(Identity::new(json!("al ice"), Some(json!(" admin "))).is_some(), "inner spaces, and roles, are fine");
     }
 
     #[test]

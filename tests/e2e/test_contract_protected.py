@@ -287,3 +287,8 @@ def test_cors_preflight_to_any_path_goes_to_the_app_unchecked(gw, route):
                          ids=["origin-only", "method-only"])
 def test_options_without_both_preflight_headers_is_protected(gw, headers):
     checks.unauthorized(gw.request("OPTIONS", "/contract/pf", headers=headers), gw)
+
+
+def test_token_whose_user_id_has_edge_spaces_is_no_session(gw):
+    """A token (minted elsewhere) whose userId a header cannot carry exactly is refused."""
+    checks.unauthorized(gw.get("/contract/space", cookies=gw.session(access=tokens.access(" alice", "user"))), gw)
