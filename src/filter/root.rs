@@ -64,25 +64,18 @@ impl AuthRoot {
                 metrics.count(outcome);
             }
         }
-        let no_request = RequestView::default();
         for (context_id, decision) in settled.decisions {
-            // A request whose stream is gone has no context any more: nothing to answer.
-            if hostcalls::set_effective_context(context_id).is_err() {
+            let Some(step) = self.in_context_of(calls, context_id, |carrier| {
+                let step = carrier.carry_out(decision);
+                if matches!(step, Step::Forwarded { .. } | Step::Answered) {
+                    step
+                } else {
+                    // The store only decides to forward or answer; anything else is a bug: deny.
+                    carrier.carry_out(core::internal_error())
+                }
+            }) else {
                 continue;
-            }
-            let carrier = Carrier {
-                context_id,
-                config: self.config.as_deref(),
-                metrics: self.metrics.as_deref(),
-                calls,
-                waiting: &self.waiting,
-                request: &no_request,
             };
-            let mut step = carrier.carry_out(decision);
-            if !matches!(step, Step::Forwarded { .. } | Step::Answered) {
-                // The store only decides to forward or answer; anything else is a bug: deny.
-                step = carrier.carry_out(core::internal_error());
-            }
             match step {
                 Step::Forwarded { set_cookies } => {
                     self.hand_off(context_id, Handoff::Forwarded { set_cookies });
@@ -97,6 +90,28 @@ impl AuthRoot {
             log::error!("etls-auth: could not return to the root context: {status:?}");
         }
         self.set_tick(calls);
+    }
+
+    /// Runs `act` with a `Carrier` for another, paused request, in that request's context (the
+    /// caller makes the root effective again when done). `None` when the request's stream is
+    /// gone: it has no context any more, and nothing to answer.
+    fn in_context_of<T>(
+        &self,
+        calls: &Rc<RefCell<UpstreamCalls>>,
+        context_id: u32,
+        act: impl FnOnce(&Carrier<'_>) -> T,
+    ) -> Option<T> {
+        host::set_effective_context(context_id).ok()?;
+        let no_request = RequestView::default();
+        let carrier = Carrier {
+            context_id,
+            config: self.config.as_deref(),
+            metrics: self.metrics.as_deref(),
+            calls,
+            waiting: &self.waiting,
+            request: &no_request,
+        };
+        Some(act(&carrier))
     }
 
     fn hand_off(&self, context_id: u32, handoff: Handoff) {
@@ -134,19 +149,7 @@ impl AuthRoot {
                  every login). Set allow_on_headers_stop_iteration: true."
             );
         }
-        let no_request = RequestView::default();
         for (context_id, decision) in plan.apply {
-            if host::set_effective_context(context_id).is_err() {
-                continue;
-            }
-            let carrier = Carrier {
-                context_id,
-                config: self.config.as_deref(),
-                metrics: self.metrics.as_deref(),
-                calls,
-                waiting: &self.waiting,
-                request: &no_request,
-            };
             let decision = match decision {
                 d @ Decision::ReadBody { hold_headers: false, .. } => d,
                 // The table only ever lets held headers go on; anything else is a bug: deny.
@@ -154,7 +157,8 @@ impl AuthRoot {
             };
             // The request's own context stays in ReadingBody: the body callbacks that follow
             // the resume read the body as usual.
-            if let Step::ReadingBody { headers_held: false } = carrier.carry_out(decision) {
+            let step = self.in_context_of(calls, context_id, |carrier| carrier.carry_out(decision));
+            if let Some(Step::ReadingBody { headers_held: false }) = step {
                 if let Err(status) = host::resume_request() {
                     log::error!("#{context_id} could not resume the request: {status}");
                 }
