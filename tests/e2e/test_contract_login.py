@@ -343,3 +343,21 @@ def test_userdata_id_a_header_cannot_carry_fails_the_login(gw_inline, login_api,
     r = _login_with_api_answer(gw_inline, login_api, Reply(200, {"accessToken": "ua", "refreshToken": "ur", "userData": {"id": user_id}}))
     assert r.status == 502, r
     assert r.set_cookie_headers == []
+
+
+@pytest.mark.parametrize("chunks, want", [
+    (b"0\r\n\r\n", 400),
+    (b"0\r\nx-trailer: 1\r\n\r\n", 400),
+    (b"%x\r\n%s\r\n0\r\nx-trailer: 1\r\n\r\n" % (len(json.dumps(CREDS)), json.dumps(CREDS).encode()), 200),
+], ids=["empty", "empty-with-trailer", "body-with-trailer"])
+def test_chunked_login_edge_bodies(gw_inline, login_api, chunks, want):
+    """A chunked body that is empty, or ends with trailers, is answered at once, and the app sees nothing."""
+    import time
+    head = (f"POST {LOGIN} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+            f"x-etls-probe: chunked-{want}-{len(chunks)}\r\n\r\n").encode()
+    t0 = time.monotonic()
+    status, headers, _ = raw_exchange(gw_inline.port, head, chunks)
+    assert time.monotonic() - t0 < 2.0
+    assert status == want, (status, headers)
+    assert _hdr(headers, "cache-control") == ["no-store"]
+    assert gw_inline.app.with_header("x-etls-probe", f"chunked-{want}-{len(chunks)}") == []
