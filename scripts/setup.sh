@@ -11,6 +11,11 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
 fi
 
 if [ ! -x .venv/bin/python ]; then
+  # Debian ships venv's ensurepip in a package of its own (python3-venv).
+  if ! python3 -c 'import ensurepip' 2>/dev/null; then
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null
+  fi
   python3 -m venv .venv
 fi
 if ! .venv/bin/python -c 'import pytest, requests, jwt, jsonschema, yaml, selenium' 2>/dev/null \
