@@ -1,4 +1,5 @@
-//! A native driver of the valid-session path for profiling (not a test): the serialized request
+//! A native driver of the valid-session path for profiling (not a test; `CASE=forged` drives the
+//! deny of a forged token instead): the serialized request
 //! header map Envoy hands the filter, parsed into a `RequestView` and decided through a warm
 //! token cache, `ITERATIONS` (env, default 100000) times. Prints heap allocations per request.
 //! Instruction counts: `valgrind --tool=callgrind target/release/examples/valid_path` with
@@ -57,7 +58,19 @@ fn main() {
     let Ok(cfg) = Config::parse(br#"{"login_cluster":"login_api"}"#, env) else { return };
     let Some(identity) = Identity::new(json!(42), Some(json!("admin"))) else { return };
     let Ok(pair) = tokens::mint_pair(&cfg, &identity, NOW) else { return };
-    let cookie = format!("theme=dark; accessTokenEtls={}; refreshTokenEtls={}", pair.access, pair.refresh);
+    // CASE=forged: a token signed with another key (verified, refused and denied every time).
+    let forged = match Config::parse(br#"{"login_cluster":"login_api"}"#, |name: &str| match name {
+        "ETLS_ACCESS" => Some(b"attacker-access-secret-0123456789abcdef".to_vec()),
+        "ETLS_REFRESH" => Some(b"attacker-refresh-secret-0123456789abcde".to_vec()),
+        _ => None,
+    }) {
+        Ok(other) => tokens::mint_pair(&other, &identity, NOW).map(|p| p.access).unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let cookie = match std::env::var("CASE").as_deref() {
+        Ok("forged") => format!("theme=dark; accessTokenEtls={forged}"),
+        _ => format!("theme=dark; accessTokenEtls={}; refreshTokenEtls={}", pair.access, pair.refresh),
+    };
     let serialized = map(&[
         (":authority", b"127.0.0.1:10000"),
         (":path", b"/app"),
