@@ -5,48 +5,37 @@ answer mapping is shared with the refresh-cluster mode, which test_upstream_sess
 from __future__ import annotations
 
 import json
-import uuid
+import sys
+from pathlib import Path
 
 import pytest
 
 from harness import checks, tokens
-from harness import envoy as henvoy
-from harness.gateway import Gateway
-from harness.upstreams import Reply, StubServer
+from harness.upstreams import Reply
 
-REFRESH_PATH = "/refresh"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from upstream_support import reset, start_gateway, stub_login_api  # noqa: E402
+from upstream_support import expired_session as session  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def api():
-    s = StubServer("login_api_contract", default=Reply(503, {"error": "not set"})).start()
+    s = stub_login_api("login_api_contract")
     yield s
     s.stop()
 
 
 @pytest.fixture(scope="module")
 def ugw(upstreams, api):
-    env = dict(henvoy.SECRETS)
-    plugin = henvoy.plugin_config(login_refresh_path=REFRESH_PATH, login_timeout_ms=1000)
-    e = henvoy.start_gateway("contract-upstream", plugin=plugin, env=env,
-                             clusters={"app": upstreams.app.port, "login_api": api.port}, concurrency=1)
-    yield Gateway(name="contract-upstream", mode="inline", envoy=e, app=upstreams.app, login=upstreams.login, plugin=plugin, env=env)
-    e.stop()
+    gw = start_gateway(upstreams, api.port, "contract-upstream", "inline", envoy_name="contract-upstream",
+                       login_timeout_ms=1000)
+    yield gw
+    gw.envoy.stop()
 
 
 @pytest.fixture
 def login_api(api):
-    api.always(Reply(503, {"error": "not set"}))
-    api.clear()
-    yield api
-
-
-def session(gw, user_id=42, role="admin"):
-    up_refresh = f"up-refresh-{uuid.uuid4().hex}"
-    c = gw.session(tokens.expired_access(user_id, role), tokens.refresh(user_id, role))
-    c[gw.upstream_access_cookie] = "up-access-old"
-    c[gw.upstream_refresh_cookie] = up_refresh
-    return c, up_refresh
+    yield reset(api)
 
 
 def outage_rotation(gw, r, e, up_refresh, user_id=42, role="admin"):

@@ -11,19 +11,23 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from harness import checks, tokens
 from harness import envoy as henvoy
 from harness.gateway import Gateway
-from harness.upstreams import Reply, StubServer
+from harness.upstreams import Reply
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from upstream_support import REFRESH_PATH, expired_session, plugin_and_clusters, reset, start_gateway, stub_login_api  # noqa: E402
 
 N = 64
-REFRESH_PATH = "/refresh"
 BUFFER_LIMIT = 64 * 1024
 
 
@@ -31,27 +35,27 @@ def start(upstreams, api_port: int, name: str, mode: str, *, buffer_limit: int |
     """A single-worker gateway with login_refresh_path; with `buffer_limit`, the listener's
     per-connection buffer limit is set and allow_on_headers_stop_iteration is on (so a held body
     past the limit would get 413)."""
+    if buffer_limit is None:
+        return start_gateway(upstreams, api_port, name, mode, login_timeout_ms=2000)
     env = dict(henvoy.SECRETS)
-    plugin = henvoy.plugin_config(login_refresh_path=REFRESH_PATH, login_timeout_ms=2000)
-    clusters: dict[str, int | None] = {"app": upstreams.app.port, "login_api": api_port}
-    if mode == "cluster":
-        plugin["refresh_cluster"] = "etls_refresh"
-        clusters["etls_refresh"] = None
-    lp, ap = henvoy.free_port(), henvoy.free_port()
-    resolved = {n: (lp if p is None else p) for n, p in clusters.items()}
-    cfg = henvoy.bootstrap(listener_port=lp, admin_port=ap, plugin=plugin, env=env, clusters=resolved)
-    if buffer_limit is not None:
+    plugin, clusters = plugin_and_clusters(upstreams, api_port, mode, login_timeout_ms=2000)
+
+    def config(lp: int, ap: int) -> dict:
+        resolved = {n: (lp if p is None else p) for n, p in clusters.items()}
+        cfg = henvoy.bootstrap(listener_port=lp, admin_port=ap, plugin=plugin, env=env, clusters=resolved)
         lst = cfg["static_resources"]["listeners"][0]
         lst["per_connection_buffer_limit_bytes"] = buffer_limit
         wasm = lst["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
         wasm["typed_config"]["config"]["allow_on_headers_stop_iteration"] = True
-    e = henvoy.Envoy(f"{name}-{mode}", cfg, lp, ap, concurrency=1).start()
+        return cfg
+
+    e = henvoy.start_on_free_ports(f"{name}-{mode}", config)
     return Gateway(name=name, mode=mode, envoy=e, app=upstreams.app, login=upstreams.login, plugin=plugin, env=env)
 
 
 @pytest.fixture(scope="module")
 def api():
-    s = StubServer("login_api_burst", default=Reply(503, {"error": "not set"})).start()
+    s = stub_login_api("login_api_burst")
     yield s
     s.stop()
 
@@ -65,15 +69,11 @@ def bgw(request, upstreams, api):
 
 @pytest.fixture
 def login_api(api):
-    api.always(Reply(503, {"error": "not set"}))
-    api.clear()
-    yield api
+    yield reset(api)
 
 
 def session(gw, user_id=4242, role="editor"):
-    up_refresh = f"up-refresh-{uuid.uuid4().hex}"
-    return {**gw.session(tokens.expired_access(user_id, role), tokens.refresh(user_id, role)), "theme": "dark",
-            gw.upstream_access_cookie: "up-access-old", gw.upstream_refresh_cookie: up_refresh}, up_refresh
+    return expired_session(gw, user_id=user_id, role=role, theme="dark")
 
 
 def renewal(delay: float = 0.0) -> Reply:

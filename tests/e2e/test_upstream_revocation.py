@@ -19,6 +19,7 @@ from harness.gateway import Gateway
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from login_support import DemoLoginApi  # noqa: E402
+from upstream_support import start_gateway  # noqa: E402
 
 ACCESS_TTL_S = 2
 LOGIN = "/api/auth/login"
@@ -52,18 +53,10 @@ def api():
 
 @pytest.fixture(scope="module", params=["inline", "cluster"])
 def rgw(request, upstreams, api):
-    env = dict(henvoy.SECRETS)
-    plugin = henvoy.plugin_config(login_refresh_path="/refresh", access_ttl_s=ACCESS_TTL_S, clock_skew_s=0,
-                                  login_timeout_ms=1000)
-    clusters: dict[str, int | None] = {"app": upstreams.app.port, "login_api": api.port}
-    if request.param == "cluster":
-        plugin["refresh_cluster"] = "etls_refresh"
-        clusters["etls_refresh"] = None
-    e = henvoy.start_gateway(f"revocation-{request.param}", plugin=plugin, env=env, clusters=clusters, concurrency=2)
-    gw = Gateway(name="revocation", mode=request.param, envoy=e, app=upstreams.app, login=upstreams.login,
-                 plugin=plugin, env=env)
+    gw = start_gateway(upstreams, api.port, "revocation", request.param, concurrency=2,
+                       access_ttl_s=ACCESS_TTL_S, clock_skew_s=0, login_timeout_ms=1000)
     yield gw
-    e.stop()
+    gw.envoy.stop()
 
 
 class Browser:

@@ -6,18 +6,19 @@ received; then the refresh route itself, the missing refreshToken cookie, a refu
 and the metrics."""
 from __future__ import annotations
 
-import json
+import sys
 import time
-import uuid
+from pathlib import Path
 
 import pytest
 
 from harness import checks, tokens
-from harness import envoy as henvoy
 from harness.gateway import Gateway
 from harness.upstreams import Reply, StubServer
 
-REFRESH_PATH = "/refresh"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from upstream_support import REFRESH_PATH, expired_session, reset, start_gateway, stub_login_api  # noqa: E402
+
 TIMEOUT_MS = 1000
 MODES = ["inline", "cluster"]
 
@@ -25,20 +26,13 @@ MODES = ["inline", "cluster"]
 @pytest.fixture(scope="module")
 def api():
     """The login API of these tests: answers /refresh from a queue set per test."""
-    s = StubServer("login_api_refresh", default=Reply(503, {"error": "not set"})).start()
+    s = stub_login_api("login_api_refresh")
     yield s
     s.stop()
 
 
-def start(upstreams, name: str, mode: str, login_port: int, **extra) -> Gateway:
-    env = dict(henvoy.SECRETS)
-    plugin = henvoy.plugin_config(login_refresh_path=REFRESH_PATH, login_timeout_ms=TIMEOUT_MS, **extra)
-    clusters: dict[str, int | None] = {"app": upstreams.app.port, "login_api": login_port}
-    if mode == "cluster":
-        plugin["refresh_cluster"] = "etls_refresh"
-        clusters["etls_refresh"] = None
-    e = henvoy.start_gateway(f"{name}-{mode}", plugin=plugin, env=env, clusters=clusters, concurrency=1)
-    return Gateway(name=name, mode=mode, envoy=e, app=upstreams.app, login=upstreams.login, plugin=plugin, env=env)
+def start(upstreams, name: str, mode: str, login_port: int) -> Gateway:
+    return start_gateway(upstreams, login_port, name, mode, login_timeout_ms=TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module", params=MODES)
@@ -50,21 +44,13 @@ def ugw(request, upstreams, api):
 
 @pytest.fixture
 def login_api(api):
-    api.always(Reply(503, {"error": "not set"}))
-    api.clear()
-    yield api
+    yield reset(api)
 
 
-def session(gw, *, user_id=42, role="admin", upstream_refresh: str | None = "auto", **others):
-    """Cookies of a browser whose ETLS access token expired: (cookies, upstream refresh value)."""
-    up_refresh = f"up-refresh-{uuid.uuid4().hex}" if upstream_refresh == "auto" else upstream_refresh
-    c = gw.session(tokens.expired_access(user_id, role), tokens.refresh(user_id, role))
-    c["theme"] = "dark"
-    c[gw.upstream_access_cookie] = "up-access-old"
-    if up_refresh is not None:
-        c[gw.upstream_refresh_cookie] = up_refresh
-    c.update(others)
-    return c, up_refresh
+def session(gw, **kw):
+    """Cookies of a browser whose ETLS access token expired, with a `theme` cookie too:
+    (cookies, upstream refresh value)."""
+    return expired_session(gw, theme="dark", **kw)
 
 
 def renewed(access="up-access-new", refresh: str | None = "up-refresh-new", user_data="default", delay=0.0) -> Reply:

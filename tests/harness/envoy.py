@@ -17,7 +17,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from . import paths
 
@@ -333,13 +333,22 @@ def start_gateway(
     """Start an Envoy with the filter on free ports. A cluster mapped to None points back at the
     Envoy's own listener (the shipped internal refresh cluster). Retries (bounded) if a port
     that was free got taken meanwhile."""
+    def config(lp: int, ap: int) -> dict:
+        resolved = {n: (lp if p is None else p) for n, p in clusters.items()}
+        return bootstrap(listener_port=lp, admin_port=ap, plugin=plugin, env=env, clusters=resolved,
+                         allow_on_headers_stop_iteration=allow_on_headers_stop_iteration, **hcm_extra)
+
+    return start_on_free_ports(name, config, concurrency=concurrency, attempts=attempts)
+
+
+def start_on_free_ports(name: str, config: Callable[[int, int], dict], *, concurrency: int = 1,
+                        attempts: int = 3) -> Envoy:
+    """Start Envoy `name` with the bootstrap `config(listener_port, admin_port)` on free ports.
+    Retries (bounded) if a port that was free got taken meanwhile."""
     last: Exception | None = None
     for _ in range(attempts):
         lp, ap = free_port(), free_port()
-        resolved = {n: (lp if p is None else p) for n, p in clusters.items()}
-        cfg = bootstrap(listener_port=lp, admin_port=ap, plugin=plugin, env=env, clusters=resolved,
-                        allow_on_headers_stop_iteration=allow_on_headers_stop_iteration, **hcm_extra)
-        e = Envoy(name, cfg, lp, ap, concurrency=concurrency)
+        e = Envoy(name, config(lp, ap), lp, ap, concurrency=concurrency)
         try:
             return e.start()
         except paths.HarnessError as err:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import client, paths, tokens
-from .envoy import WASM_TYPE, Envoy, bootstrap, free_port, listener, static_cluster, wasm_filter
+from .envoy import WASM_TYPE, Envoy, bootstrap, free_port, listener, start_on_free_ports, static_cluster, wasm_filter
 
 from .upstreams import StubServer as _StubBase
 from .upstreams import _send
@@ -50,24 +50,16 @@ def start_envoy(name: str, *, plugin: Mapping[str, Any], env: Mapping[str, str],
                 concurrency: int = 1, attempts: int = 3) -> Envoy:
     """An Envoy with the filter built from `wasm` (default: the release build) and the given
     `failure_policy` (None: the field left out, Envoy's default)."""
-    last: Exception | None = None
-    for _ in range(attempts):
-        lp, ap = free_port(), free_port()
+    def config(lp: int, ap: int) -> dict:
         cfg = bootstrap(listener_port=lp, admin_port=ap, plugin=plugin, env=env, clusters=clusters, wasm=wasm)
         pc = wasm_plugin_config(cfg)
         if failure_policy is None:
             pc.pop("failure_policy", None)
         else:
             pc["failure_policy"] = failure_policy
-        e = Envoy(name, cfg, lp, ap, concurrency=concurrency)
-        try:
-            return e.start()
-        except paths.HarnessError as err:
-            e.stop()
-            last = err
-            if "Address already in use" not in e.log_text() and "cannot bind" not in e.log_text():
-                raise
-    raise paths.HarnessError(f"could not start Envoy {name}: {last}")
+        return cfg
+
+    return start_on_free_ports(name, config, concurrency=concurrency, attempts=attempts)
 
 
 def wait_until(pred, timeout: float, interval: float = 0.05):
