@@ -1,5 +1,5 @@
-//! The two dispatched calls: building the login-API and refresh-cluster requests, and reading
-//! their answers into plain values or a `CallError`. No proxy_wasm here.
+//! The three dispatched calls: building the login, login API refresh and refresh-cluster
+//! requests, and reading their answers into plain values or a `CallError`. No proxy_wasm here.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -13,18 +13,23 @@ use crate::error::CallError;
 
 /// The `POST login_upstream_path` call with body `{"email":..,"password":..}`.
 pub fn login_call(cfg: &Config, email: &str, password: &str) -> OutboundCall {
-    let body = serde_json::json!({ "email": email, "password": password }).to_string();
+    let body = serde_json::json!({ "email": email, "password": password });
+    login_api_call(cfg, CallKind::Login, &cfg.login.path, &body)
+}
+
+/// A JSON `POST path` to the login API (`login_cluster`, `login_authority`, `login_timeout_ms`).
+fn login_api_call(cfg: &Config, kind: CallKind, path: &str, body: &Value) -> OutboundCall {
     OutboundCall {
-        kind: CallKind::Login,
+        kind,
         cluster: cfg.login.cluster.clone(),
         headers: vec![
             (":method".to_owned(), "POST".to_owned()),
-            (":path".to_owned(), cfg.login.path.clone()),
+            (":path".to_owned(), path.to_owned()),
             (":authority".to_owned(), cfg.login.authority.clone()),
             ("content-type".to_owned(), "application/json".to_owned()),
             ("accept".to_owned(), "application/json".to_owned()),
         ],
-        body: Some(body.into_bytes()),
+        body: Some(body.to_string().into_bytes()),
         timeout: cfg.login.timeout,
     }
 }
@@ -51,23 +56,11 @@ pub fn refresh_call(cfg: &Config, cookie_header: &[u8]) -> Option<OutboundCall> 
 }
 
 /// The `POST login_refresh_path` call to the login API with body `{"refreshToken": ..}`
-/// (SPEC.md, Upstream session). `None` when `login_refresh_path` is not configured.
+/// (README, Upstream session). `None` when `login_refresh_path` is not configured.
 pub fn login_refresh_call(cfg: &Config, refresh_token: &str) -> Option<OutboundCall> {
     let path = cfg.login_refresh_path.as_ref()?;
-    let body = serde_json::json!({ "refreshToken": refresh_token }).to_string();
-    Some(OutboundCall {
-        kind: CallKind::LoginRefresh,
-        cluster: cfg.login.cluster.clone(),
-        headers: vec![
-            (":method".to_owned(), "POST".to_owned()),
-            (":path".to_owned(), path.clone()),
-            (":authority".to_owned(), cfg.login.authority.clone()),
-            ("content-type".to_owned(), "application/json".to_owned()),
-            ("accept".to_owned(), "application/json".to_owned()),
-        ],
-        body: Some(body.into_bytes()),
-        timeout: cfg.login.timeout,
-    })
+    let body = serde_json::json!({ "refreshToken": refresh_token });
+    Some(login_api_call(cfg, CallKind::LoginRefresh, path, &body))
 }
 
 /// What the login API said to a refresh call, reduced to what a rotation needs.
@@ -102,7 +95,7 @@ struct RefreshBody {
     user_data: Option<Value>,
 }
 
-/// Classifies the login API's answer to `POST login_refresh_path` (SPEC.md, Upstream session).
+/// Classifies the login API's answer to `POST login_refresh_path` (README, Upstream session).
 /// A 2xx is `Renewed` only with JSON `{accessToken: string, refreshToken?: string, userData?:
 /// {id, role?}}` whose tokens are cookie-safe and make Set-Cookie values of at most
 /// [`cookies::MAX_SET_COOKIE_BYTES`]; any other 2xx is malformed, an `Outage`.
