@@ -1,4 +1,4 @@
-//! The plugin configuration: one JSON object (SPEC.md, Configuration), parsed and validated once,
+//! The plugin configuration: one JSON object (docs/configuration.md), parsed and validated once,
 //! in `on_configure`, into a `Config` that every request shares. All defaults live here.
 //! No proxy_wasm here: secrets come through a lookup function, so native tools and tests use this
 //! exact code (`etls-config-check`).

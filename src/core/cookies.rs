@@ -8,7 +8,7 @@ use cookie::{Cookie, SameSite};
 /// size RFC 6265 section 6.1 requires browsers to keep; a larger cookie is dropped silently.
 pub const MAX_SET_COOKIE_BYTES: usize = 4096;
 
-/// The four cookie names (SPEC.md, Cookies).
+/// The four cookie names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CookieNames {
     /// The ETLS access token.

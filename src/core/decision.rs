@@ -192,7 +192,7 @@ pub struct PublishedIdentity {
 }
 
 /// A local reply. Built only through [`LocalReply::json`] or [`LocalReply::empty`], which both
-/// add `cache-control: no-store` (SPEC.md, Routes: every reply the filter makes itself), so no
+/// add `cache-control: no-store` (every reply the filter makes itself), so no
 /// reply can leave without it; `headers` is private for that reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalReply {

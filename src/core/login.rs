@@ -23,7 +23,7 @@ pub enum BodyStep {
     Answer(Decision),
 }
 
-/// Headers of a request to `login_path`, checked in the order of SPEC.md (Login): another
+/// Headers of a request to `login_path`, checked in this order: another
 /// method gets 405; a `Content-Type` other than `application/json` (parameters allowed, any
 /// case; a missing one too) gets 415, because a form on another site can post `text/plain`
 /// without a CORS preflight but never JSON (login CSRF); a `Content-Length` over
@@ -92,7 +92,7 @@ pub fn on_body(cfg: &Config, body: &[u8]) -> Decision {
 /// The body of the 504 Envoy itself answers a dispatched call with when `login_timeout_ms` passes.
 const ENVOY_TIMEOUT_BODY: &[u8] = b"upstream request timeout";
 
-/// The login API's answer (SPEC.md, Login): 2xx as specified gives 200 and four cookies;
+/// The login API's answer: 2xx as specified gives 200 and four cookies;
 /// 429 passes through with `Retry-After`; other 4xx give 401; a timeout gives 504; 5xx (a 504
 /// of the API's own too), other statuses, a bad 2xx body or no answer give 502. No cookie on
 /// any failure.

@@ -34,7 +34,7 @@ impl KeyRing {
     }
 }
 
-/// Who a session belongs to: the claims both tokens carry (SPEC.md, Tokens).
+/// Who a session belongs to: the claims both tokens carry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Identity {
     /// The login API's `userData.id`, JSON type kept (a number stays a number).
@@ -47,7 +47,7 @@ pub struct Identity {
 
 impl Identity {
     /// Builds an identity if both claims can travel as header values: `userId` a non-empty string
-    /// or a number, `role` absent, null, a string (the empty string included: SPEC.md, Tokens), a
+    /// or a number, `role` absent, null, a string (the empty string included), a
     /// number or a boolean; no control characters.
     pub fn new(user_id: Value, role: Option<Value>) -> Option<Identity> {
         let role = role.filter(|r| !r.is_null());

@@ -1,4 +1,4 @@
-//! Rotations that follow the login API (`login_refresh_path`, SPEC.md "Upstream session"), and
+//! Rotations that follow the login API (`login_refresh_path`, README "Upstream session"), and
 //! the per-VM store that gives a burst of them one login API call. Plain data with a deadline
 //! and a bound; no proxy_wasm here and no clock (`now_ms` is passed in, Unix milliseconds).
 //!
@@ -40,7 +40,7 @@ pub const DEADLINE_TICK_MS: u64 = 100;
 /// Which route a rotation belongs to; it decides the shape of the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    /// A protected request (SPEC.md case 2): forward rotated, or deny.
+    /// A protected request with an expired access token: forward rotated, or deny.
     Protected,
     /// `POST refresh_path`: 200 with new cookies, or 401.
     RefreshRoute,
@@ -64,7 +64,7 @@ pub struct Rotation {
 // `Identity` compares JSON values, which are `Eq`; `Decision` is `Eq`.
 impl Eq for Rotation {}
 
-/// The decision for `rotation` given the login API's `answer` (SPEC.md, Upstream session):
+/// The decision for `rotation` given the login API's `answer` (README, Upstream session):
 /// renewed: four new cookies (identity from `userData` when sent), ended: deny / 401 "Session
 /// ended" with four clearing cookies, outage: the rotation as without `login_refresh_path`.
 /// `now` is Unix seconds.
