@@ -122,11 +122,11 @@ pub fn b64(bytes: &[u8]) -> String {
     out
 }
 
-/// SPEC.md, Cookies: no `Set-Cookie` is ever larger (name, value and attributes; RFC 6265 6.1).
+/// No `Set-Cookie` is ever larger (name, value and attributes; RFC 6265 6.1).
 pub const MAX_SET_COOKIE: usize = 4096;
 
 /// The length of a `Set-Cookie` for `name` with a value of `value_len` bytes and the attributes
-/// SPEC.md gives (HttpOnly, Path=/, Secure, SameSite, Max-Age, Domain when configured), as the
+/// the filter sets (HttpOnly, Path=/, Secure, SameSite, Max-Age, Domain when configured), as the
 /// configuration of `setup` sets them.
 pub fn set_cookie_len(setup: &Setup, name: &str, value_len: usize, max_age: u64) -> usize {
     let c = &setup.cfg.cookies;
@@ -143,7 +143,7 @@ pub fn set_cookie_len(setup: &Setup, name: &str, value_len: usize, max_age: u64)
 }
 
 /// The length of an HS256 token with these custom claims, `iat` = [`NOW`], `exp` = `iat + ttl`
-/// and, for a refresh token, a 32-character `jti` (what SPEC.md says the filter mints).
+/// and, for a refresh token, a 32-character `jti` (what the filter mints).
 pub fn minted_len(claims: &Value, ttl: u64, with_jti: bool) -> usize {
     let c = JWTClaims {
         issued_at: Some(Duration::from_secs(NOW)),
@@ -385,7 +385,7 @@ fn set_cookies(r: &LocalReply) -> Vec<&str> {
     r.headers().iter().filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie")).map(|(_, v)| v.as_str()).collect()
 }
 
-/// SPEC.md, Routes: every reply the filter makes itself carries `Cache-Control: no-store`
+/// Every reply the filter makes itself carries `Cache-Control: no-store`
 /// (exactly one such header, so no cache may pick another).
 pub fn check_no_store(r: &LocalReply) -> Result<(), String> {
     let values: Vec<&str> = r.headers().iter().filter(|(n, _)| n.eq_ignore_ascii_case("cache-control")).map(|(_, v)| v.as_str()).collect();
@@ -497,7 +497,7 @@ fn edit(edits: &Edits, name: &str) -> Option<Option<String>> {
     edit_bytes(edits, name).map(|v| v.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()))
 }
 
-/// SPEC.md, Cookies: the Cookie header the app gets after a rotation is the one the client sent
+/// The Cookie header the app gets after a rotation is the one the client sent
 /// (`sent`), split on `;`, with every segment whose name (text before the first `=`, trimmed) is
 /// one of `renewed` set to `name=new value` (whitespace around it may stay), every other segment
 /// byte for byte the same and in the same place, and the renewed cookies the client did not send
@@ -689,7 +689,7 @@ pub fn check_decide(setup: &Setup, req: &RequestView, now: u64, d: &Decision) ->
     }
 }
 
-/// SPEC.md, Login: the media type, before any `;` parameters, is `application/json` in any case.
+/// Login: the media type, before any `;` parameters, is `application/json` in any case.
 fn is_json_type(req: &RequestView) -> bool {
     let Some(ct) = req.content_type.as_deref() else { return false };
     let media = ct.split(';').next().unwrap_or_default();
@@ -772,7 +772,7 @@ fn status_class_ok(upstream: &Result<UpstreamReply, CallError>, got: u32) -> boo
             200..=299 => got == 200 || got == 502 || got == 500,
             429 => got == 429,
             400..=499 => got == 401,
-            // SPEC.md: 5xx gives 502; Envoy's own timeout answer (a 504) may give 504.
+            // 5xx gives 502; Envoy's own timeout answer (a 504) may give 504.
             504 => got == 502 || got == 504,
             _ => got == 502,
         },

@@ -1,6 +1,6 @@
 //! Fuzz `core::on_reply` with arbitrary answers of the login API and of the refresh cluster
 //! (statuses, header bytes, bodies, reported sizes, no answer at all). A panic is a finding; so is
-//! any decision the judge refuses: cookies on a failed login, a status outside SPEC.md's mapping,
+//! any decision the judge refuses: cookies on a failed login, a status outside the documented mapping,
 //! a rotation on tokens that do not verify.
 #![no_main]
 

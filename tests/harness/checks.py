@@ -1,4 +1,4 @@
-"""Assertions shared by the e2e tests, each checking concrete values from SPEC.md against what the
+"""Assertions shared by the e2e tests, each checking documented concrete values against what the
 client (or the app) saw. They take the Gateway so they follow its configured names and attributes."""
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def cookie_attrs_ok(sc: SetCookie, gw: Gateway, max_age: int) -> None:
 
 
 def no_joined_cookies(resp: Response) -> None:
-    """Each Set-Cookie header holds one cookie (fix 1 of SPEC.md): no second `name=` after a comma."""
+    """Each Set-Cookie header holds one cookie: no second `name=` after a comma."""
     for h in resp.set_cookie_headers:
         for part in h.split(",")[1:]:
             head = part.split(";")[0]

@@ -1,5 +1,5 @@
 """A Gateway bundles one running Envoy with the filter and the upstreams behind it, plus the
-filter settings (defaults of SPEC.md overlaid with the plugin JSON) the tests need to know.
+filter settings (the defaults of docs/configuration.md overlaid with the plugin JSON) the tests need to know.
 
 Every request a Gateway sends carries a unique `x-etls-probe` header, so a test can ask whether
 that request reached the app (`gw.reached_app(resp)`).
@@ -14,7 +14,7 @@ from . import client
 from .envoy import Envoy
 from .upstreams import EchoApp, Seen, StubServer
 
-# SPEC.md "Configuration" defaults.
+# The defaults of docs/configuration.md.
 DEFAULTS: dict[str, Any] = {
     "login_upstream_path": "/login",
     "login_timeout_ms": 5000,
