@@ -1,4 +1,4 @@
-"""Configuration (SPEC.md "Configuration"): the shipped envoy.yaml validates; a bad plugin
+"""Configuration (docs/configuration.md): the shipped envoy.yaml validates; a bad plugin
 configuration makes the filter refuse to start, which Envoy 1.40 turns into:
 
 - `envoy --mode validate`: exit status 1, "Unable to create Wasm plugin etls_auth"

@@ -11,7 +11,7 @@ port that refuses connections. Each fault is:
   5xx       503 with a JSON error
   non-json  200 with an HTML body
 
-Expected (SPEC.md): the login route answers 502 {"error":"Login service unavailable"} or, for a
+Expected: the login route answers 502 {"error":"Login service unavailable"} or, for a
 timeout, 504 {"error":"Login service timed out"}, sets no cookie and never reaches the app; a
 protected request whose rotation needs the refresh cluster is denied: 401 {"error":"Unauthorized"}
 or, for a page load, 302 to the login page, with the four clearing cookies. After every fault

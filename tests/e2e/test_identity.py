@@ -1,4 +1,4 @@
-"""Identity for the rest of Envoy (SPEC.md): the filter state wasm.etls_user_id / wasm.etls_role
+"""Identity for the rest of Envoy (README): the filter state wasm.etls_user_id / wasm.etls_role
 in the shipped access log and in Envoy's RBAC filter, the README's RBAC recipe, the Istio
 AuthorizationPolicy (its schema, and the RBAC istiod makes of it, in a real Envoy), and the
 per-route opt-out of the shipped health-check route.

@@ -1,4 +1,4 @@
-"""Token compatibility with the Next.js app, both ways (SPEC.md "Tokens"), against the real jose
+"""Token compatibility with the Next.js app, both ways, against the real jose
 (tests/node, jose 6.2.18) and the real filter in Envoy, in both rotation modes:
 - tokens jose mints the Next.js way (no iat, no typ, no jti) pass the filter, as access and as refresh;
 - tokens the filter mints (login, rotation, refresh route) pass jose jwtVerify with the same secret."""

@@ -1,4 +1,4 @@
-"""Replies the filter makes itself (SPEC.md, Routes): every one carries `Cache-Control: no-store`,
+"""Replies the filter makes itself: every one carries `Cache-Control: no-store`,
 and the login route's Content-Type check (415) comes after the method check and before the size
 and body checks. A real Envoy with the real filter; the login API is the stub server."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Log hygiene (SPEC.md "Never log a token, a secret, a password or a cookie value").
+"""Log hygiene: never a token, a secret, a password or a cookie value in Envoy's log.
 
 1. A representative run against fresh Envoys (inline rotation, and rotation through the refresh
    cluster pointing back at Envoy, so cookies also travel in a dispatched call): logins with

@@ -1,4 +1,4 @@
-"""Login (SPEC.md "Login: POST login_path"): a real Envoy with the real filter in front of the
+"""Login (`POST login_path`): a real Envoy with the real filter in front of the
 echo app, and a real HTTP server (the stub login API) in the role of the external login API.
 One test per kind of answer of the login API, plus the request checks the filter does before
 calling it. Every failure sets no cookie and never reaches the app."""
@@ -120,7 +120,7 @@ def test_login_ok_sets_four_cookies_and_mints_tokens(gw_inline, login_api, user_
     checks.cookie_attrs_ok(access, gw, 900)
     for c in (refresh, api_access, api_refresh):
         checks.cookie_attrs_ok(c, gw, 604800)
-    # Exactly the attributes of SPEC.md, nothing more (no Domain, no Expires).
+    # Exactly the documented attributes, nothing more (no Domain, no Expires).
     for c in r.set_cookies:
         assert sorted(a.lower() for a in c.attr_names) == ["httponly", "max-age", "path", "samesite", "secure"], c.raw
         assert c.get("samesite") == "Strict" and c.get("path") == "/", c.raw
@@ -207,7 +207,7 @@ def test_login_ignores_query_string_and_existing_cookies(gw_inline, login_api):
 def test_login_with_extra_fields_forwards_only_email_and_password(gw_inline, login_api):
     pw = password()
     r = gw_inline.post(LOGIN, body={"email": "x@example.test", "password": pw, "remember": True, "role": "admin"}, timeout=T)
-    # SPEC.md names the two fields only; extra ones are either refused (400) or dropped.
+    # The login body has two fields only; extra ones are either refused (400) or dropped.
     assert r.status in (200, 400), r
     if r.status == 200:
         assert login_api.requests()[0].json() == {"email": "x@example.test", "password": pw}

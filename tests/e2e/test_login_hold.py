@@ -1,6 +1,6 @@
-"""The login request never reaches the app (SPEC.md "Login"), with and without
+"""The login request never reaches the app, with and without
 `allow_on_headers_stop_iteration` in the Wasm plugin config; and large bodies through rotation
-(SPEC.md "Every other path: protected", case 2), which that flag makes Envoy buffer.
+(an expired access token with a valid refresh token), which that flag makes Envoy buffer.
 
 With the flag (every shipped config, and the harness's default), the filter holds a login's
 headers until it has read the body: no part of any login request, success or failure, slow or

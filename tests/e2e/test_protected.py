@@ -1,4 +1,4 @@
-"""Protected routes (SPEC.md "Every other path: protected", cases 1 and 3) in both rotation modes:
+"""Protected routes (a valid access token, or neither token valid) in both rotation modes:
 a valid access token lets the request through with trusted identity headers; anything that is
 neither a valid access token nor a valid refresh token is denied with 401 JSON or a 302 to the
 login page, always with the four clearing cookies, and never reaches the app."""

@@ -1,4 +1,4 @@
-"""Public paths and CORS preflights (SPEC.md "Public paths"), in both rotation modes.
+"""Public paths and CORS preflights, in both rotation modes.
 
 Public paths pass without a session; no dot-segment, percent-encoding, slash or backslash trick
 makes a protected path public. Paths go out verbatim (the harness client does not normalise),

@@ -1,6 +1,6 @@
 """Rotation through `refresh_cluster` when that cluster is a stub server (not Envoy itself): the
 shape of the dispatched call, tokens taken from its Set-Cookie, and every way the call can fail
-(SPEC.md: "the refresh call failed" denies)."""
+(a failed refresh call denies)."""
 import sys
 import time
 from pathlib import Path
@@ -46,7 +46,7 @@ def test_dispatched_call_and_tokens_from_its_set_cookie(gw_stub_refresh, refresh
 
 
 def test_a_request_whose_body_is_still_arriving_rotates_inline_without_a_refresh_call(gw_stub_refresh, refresh_api):
-    # SPEC.md protected case 2: held while the call is out, a body would be buffered by Envoy
+    # A rotation: held while the call is out, a body would be buffered by Envoy
     # (413 past its buffer limit), so a request whose body is still arriving and not known to be
     # small (here chunked: no Content-Length) rotates inline.
     gw = gw_stub_refresh

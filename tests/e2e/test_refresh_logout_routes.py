@@ -1,4 +1,4 @@
-"""The filter's own routes: POST refresh_path and POST logout_path (SPEC.md "Refresh", "Logout"),
+"""The filter's own routes: POST refresh_path and POST logout_path,
 answered locally in both rotation modes, never forwarded to the app."""
 import pytest
 

@@ -1,4 +1,4 @@
-"""SPEC.md "Never": no trap on any input (a trap kills the worker's VM), no protected request
+"""Never: no trap on any input (a trap kills the worker's VM), no protected request
 through unverified, and no token, secret, password or cookie value in Envoy's log.
 
 Each hostile request must be answered (deny or, for a valid session, pass), the VM must never
@@ -70,7 +70,7 @@ def _no_trap(gw):
     assert bad == [], "trap in Envoy's log:\n" + "\n".join(bad[-5:])
 
 
-# Tokens that are not a valid session under any reading of SPEC.md: always denied. The rest
+# Tokens that are not a valid session under any reading of the token rules: always denied. The rest
 # (signed, well-formed, odd claim values) may pass, but then only with one clean identity header.
 MUST_DENY = {
     "header_not_json", "payload_not_json", "payload_json_array", "payload_json_string", "payload_null",

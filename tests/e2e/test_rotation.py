@@ -1,4 +1,4 @@
-"""Rotation on protected routes (SPEC.md "Every other path: protected", case 2) in both modes:
+"""Rotation on protected routes (an expired access token, a valid refresh token) in both modes:
 inline, and via refresh_cluster pointing back at this Envoy's own refresh route.
 
 The request reaches the app unchanged in method and body, with the new ETLS tokens in its Cookie
@@ -46,7 +46,7 @@ def test_rotation_keeps_string_user_id_type(gw):
 
 
 def test_rotation_keeps_role(gw):
-    # Fix 4 of SPEC.md: rotation used to drop the role claim.
+    # Rotation keeps the role claim (the old app's rotation dropped it).
     r = gw.get("/x", cookies=gw.session(tokens.expired_access(5, "editor"), tokens.refresh(5, "editor")))
     a, _ = checks.rotated(r, gw, user_id=5, role="editor")
     assert tokens.claims(a)["role"] == "editor"
