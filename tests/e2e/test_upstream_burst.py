@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import sys
 import time
 import uuid
@@ -21,6 +20,7 @@ import pytest
 
 from harness import checks, tokens
 from harness import envoy as henvoy
+from harness.client import at_once
 from harness.gateway import Gateway
 from harness.upstreams import Reply
 
@@ -86,14 +86,7 @@ def stat(gw, name: str) -> int:
 
 
 def wave(gw, cookies) -> list:
-    start_line = threading.Barrier(N, timeout=30)
-
-    def one(i: int):
-        start_line.wait()
-        return gw.get(f"/burst/{i}?n={i}", cookies=cookies, timeout=30)
-
-    with ThreadPoolExecutor(max_workers=N) as pool:
-        return list(pool.map(one, range(N)))
+    return at_once(N, lambda i: gw.get(f"/burst/{i}?n={i}", cookies=cookies, timeout=30))
 
 
 def check_wave(gw, results, up_access: str, up_refresh: str) -> None:

@@ -6,9 +6,6 @@ which the kernel hands to one of the workers.
 """
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 
 from harness import checks, tokens
@@ -77,14 +74,7 @@ def test_64_concurrent_rotations_spread_over_the_workers_all_succeed(make_gatewa
     refresh = tokens.refresh(4343, "editor")
     before = worker_connections(e, gw.port)
     rotations_before = e.stat(f"wasmcustom.etls_auth.rotated_{'inline' if mode == 'inline' else 'by_cluster'}") or 0
-    start = threading.Barrier(n, timeout=30)
-
-    def one(i: int):
-        start.wait()
-        return gw.get(f"/burst4/{i}", cookies=gw.session(expired, refresh), timeout=30)
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        results = list(pool.map(one, range(n)))
+    results = client.at_once(n, lambda i: gw.get(f"/burst4/{i}", cookies=gw.session(expired, refresh), timeout=30))
     statuses = [r.status for r in results]
     assert statuses == [200] * n, f"{statuses.count(200)} of {n} ok: {sorted(set(statuses))}"
     for i, r in enumerate(results):
@@ -194,14 +184,8 @@ def test_upstream_refresh_coalescing_is_per_worker(make_gateway, login_api):
     expired = tokens.expired_access(4545, "user")
     refresh = tokens.refresh(4545, "user")
     before = worker_connections(gw.envoy, gw.port)
-    start = threading.Barrier(n, timeout=30)
-
-    def one(i: int):
-        start.wait()
-        return gw.get(f"/up4/{i}", cookies=gw.session(expired, refresh, refreshToken="upstream-refresh-4545"), timeout=30)
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        results = list(pool.map(one, range(n)))
+    results = client.at_once(n, lambda i: gw.get(
+        f"/up4/{i}", cookies=gw.session(expired, refresh, refreshToken="upstream-refresh-4545"), timeout=30))
     assert [r.status for r in results] == [200] * n, [r for r in results if r.status != 200][:2]
     for r in results:
         checks.identity(checks.echo(r), gw, "7", "admin")  # userData of the login API's answer

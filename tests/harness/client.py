@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 
 @dataclass
@@ -146,3 +148,19 @@ def request(
         return Response(r.status, r.reason, list(r.getheaders()), payload)
     finally:
         conn.close()
+
+
+T = TypeVar("T")
+
+
+def at_once(n: int, send: Callable[[int], T], timeout: float = 30) -> list[T]:
+    """Runs `send(0)` .. `send(n - 1)` on n threads released together (a browser's burst), and
+    returns their results in that order. A thread not released within `timeout` fails the run."""
+    start = threading.Barrier(n, timeout=timeout)
+
+    def one(i: int) -> T:
+        start.wait()
+        return send(i)
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(one, range(n)))
