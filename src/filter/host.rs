@@ -30,12 +30,7 @@ pub const ROLE_PROPERTY: &[u8] = b"etls_role";
 pub fn set_property(path: &[u8], value: &[u8]) -> Result<(), u32> {
     // SAFETY: both pointers and lengths describe live slices for the duration of the call; the
     // host only reads them.
-    let status = unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) };
-    if status == Status::Ok as u32 {
-        Ok(())
-    } else {
-        Err(status)
-    }
+    ok(unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) })
 }
 
 /// A header map (request headers, a dispatched call's answer) as the host serializes it; empty
