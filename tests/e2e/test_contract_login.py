@@ -361,3 +361,31 @@ def test_chunked_login_edge_bodies(gw_inline, login_api, chunks, want):
     assert status == want, (status, headers)
     assert _hdr(headers, "cache-control") == ["no-store"]
     assert gw_inline.app.with_header("x-etls-probe", f"chunked-{want}-{len(chunks)}") == []
+
+
+@pytest.fixture(scope="module")
+def gw_no_clusters(make_gateway):
+    """login_cluster and refresh_cluster name clusters Envoy does not have (a typo in a deployment)."""
+    return make_gateway("contract-missing-clusters", mode="inline", login_cluster="no_such_login_cluster",
+                        refresh_cluster="no_such_refresh_cluster")
+
+
+def test_login_to_a_cluster_envoy_lacks_is_502_at_once(gw_no_clusters):
+    import time
+    t0 = time.monotonic()
+    r = gw_no_clusters.post(LOGIN, body=CREDS, timeout=T)
+    assert time.monotonic() - t0 < 2.0
+    assert r.status == 502 and r.json() == {"error": "Login service unavailable"}, r
+    assert r.set_cookie_headers == []
+    no_store(r)
+    assert not gw_no_clusters.reached_app(r)
+
+
+def test_rotation_through_a_cluster_envoy_lacks_denies(gw_no_clusters):
+    """Fail closed: a refresh call that cannot even be dispatched denies, with the clearing cookies."""
+    g = gw_no_clusters
+    r = g.get("/contract/nocluster", cookies=g.session(tokens.expired_access(4, "u"), tokens.refresh(4, "u")))
+    checks.unauthorized(r, g)
+    no_store(r)
+    ok = g.get("/contract/nocluster", cookies=g.session(access=tokens.access(4, "u")))
+    checks.identity(checks.echo(ok), g, "4", "u")
