@@ -1,4 +1,4 @@
-"""SPEC.md "Configuration": bad values of keys that tests/e2e/test_config_validation.py does not
+"""The configuration reference (docs/configuration.md): bad values of keys that tests/e2e/test_config_validation.py does not
 try, each refused by `envoy --mode validate` (exit status non-zero) with one log line of the filter
 naming the key. Plus values a browser would make useless: a `login_page` with a backslash (browsers
 read `/\\host` as `//host`, an open redirect) and cookie-name prefixes whose rules the attributes

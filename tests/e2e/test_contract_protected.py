@@ -1,4 +1,4 @@
-"""SPEC.md "Tokens", "Cookies", "Routes" (protected cases 1-3, refresh, logout), checked black-box
+"""Tokens, cookies, protected requests (valid, rotated, denied), refresh and logout, checked black-box
 with hostile inputs in a real Envoy 1.40 with the release filter, both rotation modes where the
 rotation matters: several Accept / Cookie / identity headers, HEAD, the exact `next` of odd paths,
 JWT header fields (kid, typ, crit, jwk), duplicated and quoted session cookies, large Cookie
@@ -163,8 +163,8 @@ def test_two_cookie_headers_with_a_valid_access_in_the_second(gw):
 
 
 def test_duplicate_access_cookie_first_stale_second_valid(gw):
-    """Browsers may send two cookies of one name (another Path or Domain). SPEC is silent; the filter
-    reads the first: a stale first copy with a valid refresh token rotates (never a deny), and the
+    """Browsers may send two cookies of one name (another Path or Domain). The filter (README,
+    Choices) reads the first: a stale first copy with a valid refresh token rotates (never a deny), and the
     app then gets every copy renewed."""
     stale, valid = tokens.expired_access(36, "user"), tokens.access(36, "user")
     cookie = f"{gw.access_cookie}={stale}; {gw.access_cookie}={valid}; {gw.refresh_cookie}={tokens.refresh(36, 'user')}"
@@ -226,7 +226,7 @@ def test_refresh_route_with_a_body_and_json_type(gw):
 # --- time claims --------------------------------------------------------------------------------
 
 def test_iat_in_the_future_counts_like_nbf(gw):
-    """SPEC names exp and nbf; an `iat` in the future is treated like an `nbf` (within the leeway
+    """The leeway applies to exp and nbf; an `iat` in the future is treated like an `nbf` (within the leeway
     accepted, beyond it not yet valid), as PyJWT and jwt-simple do. jose tokens carry no iat."""
     now = tokens.now()
     soon = tokens.mint(SECRETS["ETLS_ACCESS"], user_id=50, role="user", iat=now + 2, exp=now + 900)
