@@ -10,6 +10,7 @@ pub mod login;
 pub mod paths;
 pub mod request;
 pub mod session;
+pub mod session_key;
 pub mod tokens;
 pub mod upstream;
 pub mod upstream_session;

@@ -32,6 +32,11 @@ impl KeyRing {
     pub fn new(current: &[u8], previous: Option<&[u8]>) -> Self {
         KeyRing { current: HS256Key::from_bytes(current), previous: previous.map(HS256Key::from_bytes) }
     }
+
+    /// The current secret's bytes, for keyed hashes under it (`core::session_key`).
+    pub fn current_secret(&self) -> Vec<u8> {
+        self.current.to_bytes()
+    }
 }
 
 /// Who a session belongs to: the claims both tokens carry.
