@@ -47,9 +47,12 @@ def wasm_plugin_config(cfg: Mapping[str, Any]) -> dict:
 
 def start_envoy(name: str, *, plugin: Mapping[str, Any], env: Mapping[str, str], clusters: Mapping[str, int],
                 wasm: str | os.PathLike | None = None, failure_policy: str | None = "FAIL_RELOAD",
+                reload_base_interval_ms: int | None = None,
                 concurrency: int = 1, attempts: int = 3) -> Envoy:
     """An Envoy with the filter built from `wasm` (default: the release build) and the given
-    `failure_policy` (None: the field left out, Envoy's default)."""
+    `failure_policy` (None: the field left out, Envoy's default). `reload_base_interval_ms` sets
+    PluginConfig.reload_config.backoff.base_interval (None: left out, Envoy's default 1000 ms;
+    see RELOAD_BACKOFF_FACTOR for what Envoy does with it)."""
     def config(lp: int, ap: int) -> dict:
         cfg = bootstrap(listener_port=lp, admin_port=ap, plugin=plugin, env=env, clusters=clusters, wasm=wasm)
         pc = wasm_plugin_config(cfg)
@@ -57,9 +60,23 @@ def start_envoy(name: str, *, plugin: Mapping[str, Any], env: Mapping[str, str],
             pc.pop("failure_policy", None)
         else:
             pc["failure_policy"] = failure_policy
+        if reload_base_interval_ms is not None:
+            pc["reload_config"] = {"backoff": {"base_interval": f"{reload_base_interval_ms / 1000:.3f}s"}}
         return cfg
 
     return start_on_free_ports(name, config, concurrency=concurrency, attempts=attempts)
+
+
+# FAIL_RELOAD's reload backoff, as Envoy implements it (the wasm extension's
+# PluginConfig::maybeReloadHandleIfNeeded, source/extensions/common/wasm/wasm.cc, with
+# JitteredLowerBoundBackOffStrategy, source/common/common/backoff_strategy.cc): on each request a
+# worker gets while its VM is failed with a runtime error, Envoy draws a fresh interval, uniform
+# in [base, 1.5 * base) ms (base: reload_config.backoff.base_interval, default 1000 ms; no
+# max_interval, no growth), and reloads the VM only if at least that long has passed since that
+# worker's last load: its VM's creation at startup, or its last reload attempt. NOT since the
+# trap. Otherwise the request gets 503 and counts wasm.<name>.vm_reload_backoff.
+RELOAD_DEFAULT_BASE_MS = 1000
+RELOAD_BACKOFF_FACTOR = 1.5
 
 
 def wait_until(pred, timeout: float, interval: float = 0.05):
