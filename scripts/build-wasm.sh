@@ -16,7 +16,7 @@ if [ "${ETLS_WASM_OPT:-1}" != 0 ] && [ -f "$RAW" ]; then
     # -O1 with inlining off (-ocimfs/-aimfs/-fimfs 0): binaryen's -Oz inlines every function that
     # has one caller, whatever its size, into ever larger functions; Envoy's V8 compiles each
     # function with TurboFan at load, and the compiler's memory for large functions stays in
-    # Envoy's heap afterwards (measured: README, Performance).
+    # Envoy's heap afterwards (measured: docs/performance.md).
     wasm-opt -O1 -ocimfs 0 -aimfs 0 -fimfs 0 --strip-debug --strip-producers \
       --enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int \
       --enable-reference-types --enable-multivalue \

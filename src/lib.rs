@@ -1,5 +1,5 @@
 //! etls-auth: a cookie-session filter for Envoy and Istio (proxy-wasm, wasm32-wasip1).
-//! `core` decides, `filter` (built for wasm only) carries out. See README, Architecture.
+//! `core` decides, `filter` (built for wasm only) carries out. See docs/architecture.md.
 
 pub mod config;
 pub mod core;

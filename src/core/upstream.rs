@@ -56,7 +56,7 @@ pub fn refresh_call(cfg: &Config, cookie_header: &[u8]) -> Option<OutboundCall> 
 }
 
 /// The `POST login_refresh_path` call to the login API with body `{"refreshToken": ..}`
-/// (README, Upstream session). `None` when `login_refresh_path` is not configured.
+/// (docs/sessions.md, Upstream session). `None` when `login_refresh_path` is not configured.
 pub fn login_refresh_call(cfg: &Config, refresh_token: &str) -> Option<OutboundCall> {
     let path = cfg.login_refresh_path.as_ref()?;
     let body = serde_json::json!({ "refreshToken": refresh_token });
@@ -95,7 +95,7 @@ struct RefreshBody {
     user_data: Option<Value>,
 }
 
-/// Classifies the login API's answer to `POST login_refresh_path` (README, Upstream session).
+/// Classifies the login API's answer to `POST login_refresh_path` (docs/sessions.md, Upstream session).
 /// A 2xx is `Renewed` only with JSON `{accessToken: string, refreshToken?: string, userData?:
 /// {id, role?}}` whose tokens are cookie-safe and make Set-Cookie values of at most
 /// [`cookies::MAX_SET_COOKIE_BYTES`]; any other 2xx is malformed, an `Outage`.

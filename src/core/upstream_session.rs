@@ -1,4 +1,4 @@
-//! Rotations that follow the login API (`login_refresh_path`, README "Upstream session"), and
+//! Rotations that follow the login API (`login_refresh_path`, docs/sessions.md, "Upstream session"), and
 //! the per-VM store that gives a burst of them one login API call. Plain data with a deadline
 //! and a bound; no proxy_wasm here and no clock (`now_ms` is passed in, Unix milliseconds).
 //!
@@ -32,7 +32,7 @@ pub const MAX_SESSIONS: usize = 1024;
 /// Most requests waiting at once, per VM.
 pub const MAX_WAITERS: usize = 4096;
 /// Tick period while a call is waiting to be dispatched, in milliseconds (the shell dispatches
-/// from the root context's tick: see README, Upstream session).
+/// from the root context's tick: see docs/sessions.md, Upstream session).
 pub const DISPATCH_TICK_MS: u64 = 1;
 /// Tick period while requests wait on a call, to enforce their deadline.
 pub const DEADLINE_TICK_MS: u64 = 100;
@@ -64,7 +64,7 @@ pub struct Rotation {
 // `Identity` compares JSON values, which are `Eq`; `Decision` is `Eq`.
 impl Eq for Rotation {}
 
-/// The decision for `rotation` given the login API's `answer` (README, Upstream session):
+/// The decision for `rotation` given the login API's `answer` (docs/sessions.md, Upstream session):
 /// renewed: four new cookies (identity from `userData` when sent), ended: deny / 401 "Session
 /// ended" with four clearing cookies, outage: the rotation as without `login_refresh_path`.
 /// `now` is Unix seconds.

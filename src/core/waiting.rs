@@ -7,8 +7,8 @@
 //! Today one kind of wait lives here: a login whose headers are held until its body is read
 //! (`allow_on_headers_stop_iteration`). Without that flag, Envoy turns the header pause into
 //! StopAllIteration and never hands the body over; the tick notices that Envoy holds body bytes
-//! the filter was never given, and from then on this VM lets login headers go on (see README,
-//! "Login without allow_on_headers_stop_iteration").
+//! the filter was never given, and from then on this VM lets login headers go on (see
+//! docs/deploy-envoy.md, "`allow_on_headers_stop_iteration`").
 
 use std::time::Duration;
 

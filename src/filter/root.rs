@@ -2,7 +2,7 @@
 //! each request's `AuthFilter`. It also runs the VM's login API refresh calls
 //! (`login_refresh_path`): it dispatches them from its tick, so that their answers come to it
 //! and not to a request that may be gone, and it carries out the core's decision for every
-//! request waiting on one (README, Upstream session). Its tick also watches logins whose
+//! request waiting on one (docs/sessions.md, Upstream session). Its tick also watches logins whose
 //! headers are held (`core::waiting`): where Envoy holds their body without handing it over
 //! (no `allow_on_headers_stop_iteration`), it warns once and lets them go on.
 

@@ -1,4 +1,4 @@
-"""The login route (README, Choices; docs/configuration.md), checked black-box with hostile inputs: the real filter in a real Envoy 1.40,
+"""The login route (docs/sessions.md, Login; docs/configuration.md), checked black-box with hostile inputs: the real filter in a real Envoy 1.40,
 the stub login API behind it. What the other login suites do not cover: method spelling and HEAD,
 duplicated Content-Type headers, HTTP/2, odd JSON (BOM, duplicate keys) in the client's body and in
 the login API's answer, `userData` byte for byte, the JSON types of `userData.id` and `role`, and
@@ -173,7 +173,7 @@ def test_login_body_that_is_not_one_json_object_is_400(gw_inline, login_api, bod
 
 
 def test_login_body_with_duplicate_keys_sends_one_consistent_pair(gw_inline, login_api):
-    """Duplicate keys (README, Choices: the last counts): the login API receives exactly one email and one password,
+    """Duplicate keys (docs/sessions.md, Login details: the last counts): the login API receives exactly one email and one password,
     the last of each, re-serialised (never the client's bytes)."""
     body = b'{"email":"first@example.test","password":"p1","email":"second@example.test","password":"p2"}'
     r = gw_inline.post(LOGIN, body=body, headers={"Content-Type": "application/json"}, timeout=T)
@@ -209,7 +209,7 @@ def test_login_api_extra_headers_and_cookies_do_not_reach_the_client(gw_inline, 
 
 
 def test_login_api_2xx_json_with_another_content_type_is_read(gw_inline, login_api):
-    """The login API's Content-Type is not checked (README, Choices): a JSON body is a JSON body."""
+    """The login API's Content-Type is not checked (docs/sessions.md, Login API answers): a JSON body is a JSON body."""
     body = json.dumps({"accessToken": "ua", "refreshToken": "ur", "userData": {"id": 3}}).encode()
     r = _login_with_api_answer(gw_inline, login_api, Reply(200, body, headers=[("Content-Type", "text/html")]))
     assert r.status == 200, r

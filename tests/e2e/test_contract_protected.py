@@ -163,8 +163,8 @@ def test_two_cookie_headers_with_a_valid_access_in_the_second(gw):
 
 
 def test_duplicate_access_cookie_first_stale_second_valid(gw):
-    """Browsers may send two cookies of one name (another Path or Domain). The filter (README,
-    Choices) reads the first: a stale first copy with a valid refresh token rotates (never a deny), and the
+    """Browsers may send two cookies of one name (another Path or Domain). The filter (docs/sessions.md,
+    Protected requests and rotation) reads the first: a stale first copy with a valid refresh token rotates (never a deny), and the
     app then gets every copy renewed."""
     stale, valid = tokens.expired_access(36, "user"), tokens.access(36, "user")
     cookie = f"{gw.access_cookie}={stale}; {gw.access_cookie}={valid}; {gw.refresh_cookie}={tokens.refresh(36, 'user')}"

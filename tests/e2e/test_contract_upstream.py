@@ -1,4 +1,4 @@
-"""The upstream session (`login_refresh_path`, README "Upstream session"), checked black-box with odd login API answers
+"""The upstream session (`login_refresh_path`, docs/sessions.md, "Upstream session"), checked black-box with odd login API answers
 the other suites do not send: a BOM, `userData: null`, a `userData` without `role`, a redirect,
 extra Set-Cookie and headers, an id beyond 64 bits. Inline rotation and the refresh route (the
 answer mapping is shared with the refresh-cluster mode, which test_upstream_session.py runs)."""

@@ -1,4 +1,4 @@
-"""The Cookie header the app receives after a rotation (README, Choices: Cookie header after a rotation): only the values of the
+"""The Cookie header the app receives after a rotation (docs/sessions.md, Protected requests and rotation: Cookie header after a rotation): only the values of the
 ETLS cookies change, every copy of them; every other byte reaches the app as the client sent it:
 nameless cookies, non-UTF-8 bytes, empty segments, spacing and order. Requests go out over a raw
 socket (so the bytes are exactly ours); the recording app gives back the raw header bytes it read.

@@ -1,4 +1,4 @@
-"""No Set-Cookie over 4096 bytes (README, Choices: Set-Cookie size), at login, for each of the four
+"""No Set-Cookie over 4096 bytes (docs/sessions.md, Login: Set-Cookie size), at login, for each of the four
 cookies: the stub login API returns tokens, or a role, sized so that a Set-Cookie lands on exactly
 4096 bytes (accepted, and the token verifies on the next request and rotates) and on 4097 bytes
 (the login fails with 502, no cookie is set, and Envoy's log has one line naming the cookie and

@@ -1,4 +1,4 @@
-"""An empty role string is a role like any other (README, Choices: Empty role): at login, in a token minted by
+"""An empty role string is a role like any other (docs/sessions.md, Identity: Empty role): at login, in a token minted by
 jose the way the Next.js app did, and through rotation (both modes). The app then receives the role
 header with an empty value, as a header line `x-etls-role: ` on the wire (checked on the raw bytes
 the recording app read), once, and the user id header as usual."""

@@ -1,11 +1,11 @@
-"""Identity for the rest of Envoy (README): the filter state wasm.etls_user_id / wasm.etls_role
-in the shipped access log and in Envoy's RBAC filter, the README's RBAC recipe, the Istio
+"""Identity for the rest of Envoy (docs/sessions.md): the filter state wasm.etls_user_id / wasm.etls_role
+in the shipped access log and in Envoy's RBAC filter, the RBAC recipe of docs/sessions.md, the Istio
 AuthorizationPolicy (its schema, and the RBAC istiod makes of it, in a real Envoy), and the
 per-route opt-out of the shipped health-check route.
 
 The gateways here are built from the shipped envoy.yaml's pieces, not copies: its access_log
 (stdout, which the harness writes to the Envoy log; flushed every 100 ms here instead of Envoy's
-10 s), its /healthz route, and the RBAC filter of the README (the same as the commented example
+10 s), its /healthz route, and the RBAC filter of docs/sessions.md (the same as the commented example
 in envoy.yaml and deploy/compose/envoy.yaml), after the wasm filter."""
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from harness.upstreams import EchoApp
 from test_deploy_helpers import COMPOSE_ENVOY, ISTIO, REPO, SCHEMAS, istio_objects, load_yaml_docs
 
 SHIPPED = REPO / "envoy.yaml"
-README = REPO / "README.md"
+SESSIONS_DOC = REPO / "docs" / "sessions.md"
 RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 
 
@@ -48,11 +48,11 @@ def _commented_rbac(text: str) -> list:
     return yaml.safe_load("\n".join(block))
 
 
-def _readme_rbac() -> list:
-    """The README's RBAC recipe: its ```yaml block that is an envoy.filters.http.rbac entry."""
-    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.S)
+def _docs_rbac_recipe() -> list:
+    """The RBAC recipe of docs/sessions.md: its ```yaml block that is an envoy.filters.http.rbac entry."""
+    blocks = re.findall(r"```yaml\n(.*?)```", SESSIONS_DOC.read_text(), flags=re.S)
     found = [yaml.safe_load(b) for b in blocks if b.lstrip().startswith("- name: envoy.filters.http.rbac")]
-    assert len(found) == 1, f"want one RBAC recipe in the README, found {len(found)}"
+    assert len(found) == 1, f"want one RBAC recipe in docs/sessions.md, found {len(found)}"
     return found[0]
 
 
@@ -61,8 +61,8 @@ def _opt_out_routes(doc: dict) -> list[dict]:
     return [r for r in routes if r.get("typed_per_filter_config", {}).get("envoy.filters.http.wasm", {}).get("disabled")]
 
 
-def test_shipped_configs_carry_the_readme_rbac_recipe_and_the_same_access_log():
-    recipe = _readme_rbac()
+def test_shipped_configs_carry_the_docs_rbac_recipe_recipe_and_the_same_access_log():
+    recipe = _docs_rbac_recipe()
     assert recipe[0]["typed_config"]["@type"] == RBAC_TYPE
     shipped = yaml.safe_load(SHIPPED.read_text())
     compose = yaml.safe_load(COMPOSE_ENVOY.read_text())
@@ -211,7 +211,7 @@ def _start(name: str, upstreams, rbac: dict, **plugin_keys) -> IdGateway:
 @pytest.fixture(scope="module", params=["inline", "cluster"])
 def idgw(request, upstreams):
     keys = {"refresh_cluster": "etls_refresh"} if request.param == "cluster" else {}
-    g = _start(f"identity-{request.param}", upstreams, _readme_rbac()[0], **keys)
+    g = _start(f"identity-{request.param}", upstreams, _docs_rbac_recipe()[0], **keys)
     g.mode = request.param
     yield g
     g.envoy.stop()
@@ -326,7 +326,7 @@ def test_access_log_without_verified_identity_prints_dashes(idgw, login_api, sen
         assert (line["user"], line["role"]) == ("-", "-"), line
 
 
-# ---- RBAC after the filter (the README recipe) ------------------------------------------------
+# ---- RBAC after the filter (the recipe of docs/sessions.md) -----------------------------------
 ALICE = ("1", "admin")
 BOB = ("u-bob-42", "user")
 

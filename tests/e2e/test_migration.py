@@ -1,4 +1,4 @@
-"""The README's migration guide, tried: a Next.js app that signed accessTokenEtls / refreshTokenEtls
+"""The migration guide (docs/migration.md), tried: a Next.js app that signed accessTokenEtls / refreshTokenEtls
 itself with jose moves its session to the filter, and nobody is logged out.
 
 The browser still holds the cookies the app set, minted exactly as the app did (tests/node/mint.mjs:

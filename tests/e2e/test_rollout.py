@@ -1,4 +1,4 @@
-"""Fleet operations (README "Operations"): two replicas (two Envoy processes) whose etls-auth
+"""Fleet operations (docs/operations.md): two replicas (two Envoy processes) whose etls-auth
 filter is delivered by ECDS from a watched file, behind one population of simulated browsers.
 
 - A rolling key rotation in three pushes, one replica at a time, while the browsers keep loading
@@ -7,7 +7,7 @@ filter is delivered by ECDS from a watched file, behind one population of simula
   line that names the key; the previous configuration keeps serving; nothing is let through
   unauthenticated and no session is lost.
 
-ETLS_ROLLOUT_SECONDS lengthens the rollout (the soak variant, README "Operations"): the time each
+ETLS_ROLLOUT_SECONDS lengthens the rollout (the soak variant, docs/operations.md): the time each
 phase is held, default 0 (the CI run).
 """
 from __future__ import annotations

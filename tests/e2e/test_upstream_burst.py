@@ -1,4 +1,4 @@
-"""`login_refresh_path` under load and at the edges (README, Upstream session: one call per
+"""`login_refresh_path` under load and at the edges (docs/sessions.md, Upstream session: one call per
 burst), in both rotation modes, each on a single-worker Envoy (one Wasm VM):
 - 64 concurrent requests of one session with an expired access token all pass with the same new
   upstream tokens, and the login API sees exactly one refresh call; a second wave 5 s later

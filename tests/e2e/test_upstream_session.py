@@ -1,4 +1,4 @@
-"""`login_refresh_path` (README, Upstream session): every rotation first asks the login API,
+"""`login_refresh_path` (docs/sessions.md, Upstream session): every rotation first asks the login API,
 in both rotation modes (inline, and through refresh_cluster = this Envoy's own refresh route),
 against a real HTTP stub login API. Each answer class is checked for the status, every
 Set-Cookie, what the app received (identity headers, Cookie header) and what the login API

@@ -1,4 +1,4 @@
-"""VM recovery (README "Operations", failure policy): what Envoy does when the filter's Wasm VM
+"""VM recovery (docs/operations.md, Failure policy): what Envoy does when the filter's Wasm VM
 traps, shown with a test-only build of the filter (cargo feature `test-trap`, built into
 target/trap/ by scripts/build-wasm-trap.sh, never shipped) that traps on a request carrying
 `x-etls-test-trap`.

@@ -178,7 +178,7 @@ def test_every_workers_cache_forgets_a_removed_key_after_a_push(upstreams, how):
 def test_upstream_refresh_coalescing_is_per_worker(make_gateway, login_api):
     """With login_refresh_path, 64 concurrent rotations of one session share one login API call
     per Wasm VM: spread over four workers they make one call per worker that got a connection
-    (README "Operations": the coalescing is per worker), and all 64 succeed."""
+    (docs/operations.md, Scaling out: the coalescing is per worker), and all 64 succeed."""
     gw = make_gateway("workers-upstream", mode="inline", concurrency=WORKERS, login_refresh_path="/refresh")
     n = 64
     expired = tokens.expired_access(4545, "user")

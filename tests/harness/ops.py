@@ -1,4 +1,4 @@
-"""Operations helpers (README "Operations"): the test-only trapping build of the filter, Envoys
+"""Operations helpers (docs/operations.md): the test-only trapping build of the filter, Envoys
 with a chosen failure_policy and wasm, and Envoys whose filter configuration is pushed at
 runtime from a watched file.
 """
