@@ -43,21 +43,24 @@ pub fn protect(cfg: &Config, cache: &mut TokenCache, req: &RequestView, now: u64
         Ok(identity) => identity,
         Err(_) => return deny(cfg, req, Outcome::DeniedRefreshInvalid),
     };
-    let call = upstream::refresh_call(cfg, cookie_header);
+    // Built only when dispatched: it computes the session key (one HMAC) once per rotation.
+    let call = || upstream::refresh_call(cfg, cookie_header);
     if let Some(decision) = upstream_session::rotation(cfg, Route::Protected, req, &identity) {
         // With a refresh cluster, its refresh route asks the login API (and shares the call);
         // a request that cannot be held that long rotates inline (see `Rotation::can_wait`).
-        return match (decision, call) {
-            (Decision::Join(rotation), Some(call)) if rotation.can_wait => Decision::Call(call),
-            (decision, _) => decision,
+        return match decision {
+            Decision::Join(rotation) if rotation.can_wait => call().map_or(Decision::Join(rotation), Decision::Call),
+            decision => decision,
         };
     }
     // A request whose body is still arriving (and is not known to be small) is rotated inline
     // even with a refresh cluster: held while a call is out, its body would be buffered, and
     // past Envoy's buffer limit Envoy would answer 413 (SPEC: a rotation never turns a good
     // request into an error).
-    if let Some(call) = call.filter(|_| upstream_session::can_hold_body(cfg, req)) {
-        return Decision::Call(call);
+    if upstream_session::can_hold_body(cfg, req) {
+        if let Some(call) = call() {
+            return Decision::Call(call);
+        }
     }
     match tokens::mint_pair(cfg, &identity, now) {
         Ok(pair) => forward_rotated(cfg, req, &identity, &pair.access, &pair.refresh, None, Outcome::RotatedInline),
@@ -341,6 +344,33 @@ mod tests {
         assert!(f.header_edits.iter().any(|(n, v)| &**n == "cookie" && v.as_deref().is_some_and(|c| c.starts_with(b"theme=dark; accessTokenEtls="))));
         // A valid access token or a denial never needed a call anyway.
         assert_eq!(outcome(&decide(&clustered, &req("PUT", "/x", cookie(Tok::Expired, Tok::Forged).as_deref()), NOW)), Outcome::DeniedRefreshInvalid);
+    }
+
+    #[test]
+    fn every_refresh_call_carries_the_session_key() {
+        use crate::core::session_key::{self, HEADER};
+        let key_of = |d: &Decision| match d {
+            Decision::Call(c) => c.headers.iter().find(|(n, _)| n == HEADER).map(|(_, v)| v.clone()),
+            other => panic!("not a call: {other:?}"),
+        };
+        // Without login_refresh_path: the ETLS refresh token is the session.
+        let etls = config_with(json!({"refresh_cluster": "etls_refresh"}));
+        let refresh_token = refresh(NOW + 100);
+        let cookie = format!("accessTokenEtls={}; refreshTokenEtls={refresh_token}", access(NOW - 100));
+        let d = decide(&etls, &req("GET", "/x", Some(&cookie)), NOW);
+        assert_eq!(key_of(&d), Some(session_key::of(&etls, &refresh_token).to_hex()));
+        // With it: the login API's refreshToken, whichever ETLS token rotates it.
+        let upstream = config_with(json!({"refresh_cluster": "etls_refresh", "login_refresh_path": "/refresh"}));
+        let keys: Vec<Option<String>> = [NOW + 100, NOW + 200]
+            .iter()
+            .map(|exp| {
+                let cookie = format!("refreshTokenEtls={}; refreshToken=up-1", refresh(*exp));
+                key_of(&decide(&upstream, &req("GET", "/x", Some(&cookie)), NOW))
+            })
+            .collect();
+        let up_1 = Some(session_key::of(&upstream, "up-1").to_hex());
+        assert_eq!(keys, [up_1.clone(), up_1]);
+        assert_ne!(keys[0], key_of(&decide(&etls, &req("GET", "/x", Some(&cookie)), NOW)));
     }
 
     #[test]

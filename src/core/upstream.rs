@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::core::cookies;
+use crate::core::session_key;
 use crate::core::decision::{CallKind, OutboundCall, UpstreamReply, MAX_UPSTREAM_BODY_BYTES};
 use crate::core::tokens::Identity;
 use crate::error::CallError;
@@ -34,22 +35,28 @@ fn login_api_call(cfg: &Config, kind: CallKind, path: &str, body: &Value) -> Out
     }
 }
 
-/// The `POST refresh_path` call to the refresh cluster, carrying the request's `Cookie` header.
+/// The `POST refresh_path` call to the refresh cluster, carrying the request's `Cookie` header
+/// and the session's `x-etls-session-key` (see [`session_key`]; computed here, once per call).
 /// `None` when no refresh cluster is configured. Bytes of the header that are not UTF-8 are
 /// replaced (U+FFFD) in the call only: they belong to other cookies, which the refresh route
 /// never reads, and the request itself goes on with its header byte for byte.
+/// A request without the session's token gets no key header (the refresh route denies it).
 pub fn refresh_call(cfg: &Config, cookie_header: &[u8]) -> Option<OutboundCall> {
     let upstream = cfg.refresh.as_ref()?;
+    let mut headers = vec![
+        (":method".to_owned(), "POST".to_owned()),
+        (":path".to_owned(), upstream.path.clone()),
+        (":authority".to_owned(), upstream.authority.clone()),
+        ("cookie".to_owned(), String::from_utf8_lossy(cookie_header).into_owned()),
+        ("content-length".to_owned(), "0".to_owned()),
+    ];
+    if let Some(key) = session_key::header_value(cfg, cookie_header) {
+        headers.push((session_key::HEADER.to_owned(), key));
+    }
     Some(OutboundCall {
         kind: CallKind::Refresh,
         cluster: upstream.cluster.clone(),
-        headers: vec![
-            (":method".to_owned(), "POST".to_owned()),
-            (":path".to_owned(), upstream.path.clone()),
-            (":authority".to_owned(), upstream.authority.clone()),
-            ("cookie".to_owned(), String::from_utf8_lossy(cookie_header).into_owned()),
-            ("content-length".to_owned(), "0".to_owned()),
-        ],
+        headers,
         body: None,
         timeout: upstream.timeout,
     })
