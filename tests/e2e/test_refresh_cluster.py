@@ -43,6 +43,10 @@ def test_dispatched_call_and_tokens_from_its_set_cookie(gw_stub_refresh, refresh
     assert call.header("Host") == "etls_refresh"  # refresh_authority defaults to the cluster name
     sent = "; ".join(call.header_all("Cookie"))
     assert f"{gw.refresh_cookie}={old_r}" in sent, sent
+    # The session key for consistent hashing across replicas: the keyed hash of the ETLS
+    # refresh token (no login_refresh_path here), never the token.
+    assert call.header_all("x-etls-session-key") == [tokens.session_key(old_r)]
+    assert old_r not in call.header("x-etls-session-key")
 
 
 def test_a_request_whose_body_is_still_arriving_rotates_inline_without_a_refresh_call(gw_stub_refresh, refresh_api):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -120,8 +122,16 @@ def verifies(token: str, secret: str) -> bool:
         return False
 
 
+def session_key(refresh_token: str, secret: str | None = None) -> str:
+    """The `x-etls-session-key` the filter sends for a session known by `refresh_token` (the
+    login API's refreshToken with login_refresh_path, else the ETLS refresh token): HMAC-SHA256
+    under the refresh secret of a label and the token, as hex (src/core/session_key.rs)."""
+    key = (secret or SECRETS["ETLS_REFRESH"]).encode()
+    return hmac.new(key, b"etls-auth session key v1\0" + refresh_token.encode(), hashlib.sha256).hexdigest()
+
+
 __all__ = [
     "SECRETS", "PREVIOUS_SECRETS", "WRONG_SECRET", "ACCESS_TTL", "REFRESH_TTL", "now", "mint", "access",
     "refresh", "expired_access", "expired_refresh", "alg_none", "with_header", "claims", "header",
-    "verify", "verifies",
+    "verify", "verifies", "session_key",
 ]
