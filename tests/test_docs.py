@@ -346,3 +346,144 @@ def test_readme_is_a_front_door():
     assert pages <= linked, f"README.md does not link {sorted(pages - linked)}"
     assert len(pages) >= 6
     assert "Apache-2.0" in text and 'license = "Apache-2.0"' in (REPO / "Cargo.toml").read_text()
+
+
+# ---- What the docs name exists, and what names the docs exists -----------------------------------
+
+# Backticked repository paths in the docs: `src/core/session.rs`, `deploy/istio/*.yaml`, `envoy.yaml`.
+REPO_PATH = re.compile(r"`((?:src|tests|deploy|scripts|demo|bench|benches|fuzz|examples|docs|\.ci)/[^`\s]*"
+                       r"|envoy\.yaml|docker-compose\.yml|Cargo\.toml)`")
+# Made by runs, not in git.
+GENERATED = ("tests/out/", "bench/out/", "target/")
+
+
+def named_paths(path: Path) -> list[tuple[int, str]]:
+    outside, _ = split_fences(path.read_text())
+    found = []
+    for n, line in enumerate(outside, 1):
+        for p in REPO_PATH.findall(line):
+            p = p.split("::")[0].rstrip(".,:;)")
+            if not p.startswith(GENERATED):
+                found.append((n, p))
+    return found
+
+
+def path_exists(p: str) -> bool:
+    if any(ch in p for ch in "*?["):
+        return any(REPO.glob(p))
+    # `examples/valid_path`: a cargo example by its name.
+    return (REPO / p).exists() or (REPO / f"{p}.rs").exists()
+
+
+@pytest.mark.parametrize("path", doc_files(), ids=rel)
+def test_every_repository_path_the_docs_name_exists(path: Path):
+    """A file the docs name in backticks (`tests/e2e/test_rollout.py`, `deploy/istio/*.yaml`) is
+    there: a rename or a removal updates the docs too."""
+    missing = [f"{rel(path)}:{n}: `{p}`" for n, p in named_paths(path) if not path_exists(p)]
+    assert not missing, "the docs name files that do not exist:\n" + "\n".join(missing)
+
+
+def test_every_page_has_one_title_first():
+    for page in sorted(DOCS.glob("*.md")):
+        outside, _ = split_fences(page.read_text())
+        titles = [l for l in outside if re.match(r"^# \S", l)]
+        assert outside[0].startswith("# ") and len(titles) == 1, f"{rel(page)}: want one '# ' title, on line 1"
+
+
+def module_map_rows() -> list[str]:
+    text = (DOCS / "architecture.md").read_text()
+    start = text.index("## Module map")
+    rows = re.findall(r"^\| `(src/[^`]+)` \|", text[start:], flags=re.M)
+    return rows
+
+
+def test_the_module_map_lists_every_source_file():
+    """docs/architecture.md's module map has one row per file of src/, and no row for a file that
+    is gone: a new module gets its row (what it owns) when it lands."""
+    rows = module_map_rows()
+    files = sorted(str(p.relative_to(REPO)) for p in (REPO / "src").rglob("*.rs"))
+    assert len(rows) == len(set(rows)), f"a file has two rows: {rows}"
+    assert not set(files) - set(rows), (
+        f"docs/architecture.md, Module map: add a row for {sorted(set(files) - set(rows))}")
+    assert not set(rows) - set(files), (
+        f"docs/architecture.md, Module map: rows for files that do not exist {sorted(set(rows) - set(files))}")
+
+
+# Where the code, the configs and the tests point readers to the docs.
+POINTERS = ["src/**/*.rs", "tests/**/*.py", "tests/**/*.rs", "scripts/*.sh", "deploy/**/*.yaml",
+            "deploy/**/Dockerfile", "envoy.yaml", "docker-compose.yml", "Cargo.toml", "bench/*", ".ci/*"]
+
+
+def pointer_files() -> list[Path]:
+    files = set()
+    for pattern in POINTERS:
+        files |= {p for p in REPO.glob(pattern) if p.is_file() and "node_modules" not in p.parts
+                  and "out" not in p.relative_to(REPO).parts}
+    files.discard(Path(__file__).resolve())
+    return sorted(files)
+
+
+def readme_sections() -> list[str]:
+    outside, _ = split_fences(README.read_text())
+    return [m.group(1).strip().lower() for l in outside if (m := re.match(r"^#{2,6}\s+(.*)", l))]
+
+
+def pointer_problems(files: list[Path], sections: list[str], repo: Path) -> list[str]:
+    problems = []
+    for f in files:
+        try:
+            text = f.read_text()
+        except UnicodeDecodeError:
+            continue
+        name_of_f = str(f.relative_to(repo))
+        for m in re.finditer(r"\bdocs/([\w-]+\.md)", text):
+            if not (repo / "docs" / m.group(1)).is_file():
+                problems.append(f"{name_of_f}: docs/{m.group(1)} does not exist")
+        for m in re.finditer(r"([\w./-]*/)?README(\.md)?([^\n]{0,40})", text):
+            folder, after = m.group(1), m.group(3)
+            if folder:  # deploy/ecds/README.md: a file
+                if not (repo / f"{folder}README.md").is_file():
+                    problems.append(f"{name_of_f}: {folder}README.md does not exist")
+                continue
+            if re.match(r"^'s (test command|demo|two commands)", after):
+                continue
+            section = re.match(r"""^(?:,\s*|\s+)["“]?([A-Z][\w`' -]*)""", after)
+            name = section.group(1).strip().lower() if section else ""
+            if not name or not any(s.startswith(name) or name.startswith(s) for s in sections):
+                problems.append(f"{name_of_f}: README{m.group(2) or ''}{after.rstrip()} : not a section of README.md "
+                                "(point to the docs/ page instead)")
+    return problems
+
+
+def test_code_and_configs_point_to_pages_and_sections_that_exist():
+    """`docs/sessions.md` in a comment or docstring is a page that exists; `README, Demo` names a
+    section the README still has (the README is the front door: the rest moved to docs/)."""
+    problems = pointer_problems(pointer_files(), readme_sections(), REPO)
+    assert not problems, "\n".join(problems)
+
+
+def test_stale_pointers_are_caught(tmp_path: Path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "sessions.md").write_text("# Sessions\n")
+    (tmp_path / "deploy" / "ecds").mkdir(parents=True)
+    (tmp_path / "deploy" / "ecds" / "README.md").write_text("# ECDS\n")
+    good = tmp_path / "good.py"
+    good.write_text('"""(docs/sessions.md, Upstream session); README, Demo; deploy/ecds/README.md;\n'
+                    "the README's test command\n\"\"\"\n")
+    bad = tmp_path / "bad.rs"
+    bad.write_text('// see README "Operations"\n// (README, Choices)\n// docs/gone.md\n// deploy/x/README.md\n')
+    assert pointer_problems([good], ["demo"], tmp_path) == []
+    problems = pointer_problems([bad], ["demo"], tmp_path)
+    assert len(problems) == 4, problems
+    for needle in ("gone.md", '"Operations"', "Choices", "deploy/x/README.md"):
+        assert any(needle in p for p in problems), (needle, problems)
+
+
+def test_path_and_module_map_checks_can_fail(tmp_path: Path):
+    page = tmp_path / "p.md"
+    page.write_text("`src/core/nope.rs`, `tests/out/x.png`, `deploy/istio/*.yaml`, `examples/valid_path`\n"
+                    "```\n`src/in_a_fence.rs`\n```\n")
+    named = [p for _, p in named_paths(page)]
+    assert named == ["src/core/nope.rs", "deploy/istio/*.yaml", "examples/valid_path"]
+    assert [path_exists(p) for p in named] == [False, True, True]
+    assert "src/lib.rs" in module_map_rows() and "src/core/mod.rs" in module_map_rows()
