@@ -346,6 +346,9 @@ def test_readme_is_a_front_door():
     assert pages <= linked, f"README.md does not link {sorted(pages - linked)}"
     assert len(pages) >= 6
     assert "Apache-2.0" in text and 'license = "Apache-2.0"' in (REPO / "Cargo.toml").read_text()
+    sections = readme_sections()
+    for wanted in ("demo", "documentation", "supported envoy and istio versions", "license"):
+        assert wanted in sections, f"README.md has no '## {wanted}' section: {sections}"
 
 
 # ---- What the docs name exists, and what names the docs exists -----------------------------------
