@@ -400,16 +400,32 @@ def module_map_rows() -> list[str]:
     return rows
 
 
+def files_when_the_map_was_last_edited() -> set[str] | None:
+    """The files of src/ at the last commit that changed docs/architecture.md (None outside git)."""
+    def git(*args):
+        r = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30)
+        return r.stdout if r.returncode == 0 else None
+    commit = (git("log", "-1", "--format=%H", "--", "docs/architecture.md") or "").strip()
+    listed = git("ls-tree", "-r", "--name-only", commit, "--", "src") if commit else None
+    return None if listed is None else {l for l in listed.split("\n") if l.endswith(".rs")}
+
+
 def test_the_module_map_lists_every_source_file():
-    """docs/architecture.md's module map has one row per file of src/, and no row for a file that
-    is gone: a new module gets its row (what it owns) when it lands."""
+    """docs/architecture.md's module map has one row per file of src/ and none for a file that is
+    gone. A file that landed after the page's last edit may wait for the next edit of the page
+    (teammates add modules while the page is being written); whoever edits the page brings the
+    map up to date."""
     rows = module_map_rows()
-    files = sorted(str(p.relative_to(REPO)) for p in (REPO / "src").rglob("*.rs"))
+    files = {str(p.relative_to(REPO)) for p in (REPO / "src").rglob("*.rs")}
     assert len(rows) == len(set(rows)), f"a file has two rows: {rows}"
-    assert not set(files) - set(rows), (
-        f"docs/architecture.md, Module map: add a row for {sorted(set(files) - set(rows))}")
-    assert not set(rows) - set(files), (
-        f"docs/architecture.md, Module map: rows for files that do not exist {sorted(set(rows) - set(files))}")
+    assert not set(rows) - files, (
+        f"docs/architecture.md, Module map: rows for files that do not exist {sorted(set(rows) - files)}")
+    known = files_when_the_map_was_last_edited()
+    due = files if known is None else files & known
+    assert not due - set(rows), f"docs/architecture.md, Module map: add a row for {sorted(due - set(rows))}"
+    new = sorted(files - set(rows) - due)
+    if new:
+        print(f"docs/architecture.md, Module map: not yet listed (landed after its last edit): {new}")
 
 
 # Where the code, the configs and the tests point readers to the docs.
