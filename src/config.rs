@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::core::cookies::{CookieNames, CookiePolicy};
+use crate::core::origin::TrustedOrigins;
 use crate::core::tokens::KeyRing;
 use crate::error::{ConfigError, SecretProblem};
 
@@ -39,6 +40,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "login_upstream_path",
     "login_timeout_ms",
     "login_refresh_path",
+    "login_logout_path",
     "refresh_cluster",
     "refresh_authority",
     "refresh_timeout_ms",
@@ -48,6 +50,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "login_page",
     "public_paths",
     "bypass_cors_preflight",
+    "trusted_origins",
     "access_ttl_s",
     "refresh_ttl_s",
     "clock_skew_s",
@@ -100,6 +103,9 @@ pub struct Config {
     /// `login_refresh_path`: the login API's refresh call (same cluster, authority and timeout
     /// as `login`). `None`: the login API is asked only at login.
     pub login_refresh_path: Option<String>,
+    /// `login_logout_path`: the login API's logout call (same cluster, authority and timeout
+    /// as `login`). `None`: logout does not call the login API.
+    pub login_logout_path: Option<String>,
     /// The internal refresh cluster; `None` rotates inline. Its `path` is `routes.refresh`.
     pub refresh: Option<Upstream>,
     pub routes: Routes,
@@ -108,6 +114,8 @@ pub struct Config {
     /// Public path prefixes, each without a trailing slash (except the root).
     pub public_paths: Vec<String>,
     pub bypass_cors_preflight: bool,
+    /// Origins allowed to call the filter's routes cross-origin (`core::origin`).
+    pub trusted_origins: TrustedOrigins,
     pub access_ttl_s: u64,
     pub refresh_ttl_s: u64,
     pub clock_skew_s: u64,
@@ -161,6 +169,10 @@ impl Config {
             Some(p) => Some(path("login_refresh_path", Some(p), "/")?),
             None => None,
         };
+        let login_logout_path = match raw.string("login_logout_path")? {
+            Some(p) => Some(path("login_logout_path", Some(p), "/")?),
+            None => None,
+        };
 
         let refresh_cluster = raw.string("refresh_cluster")?.map(|c| non_empty("refresh_cluster", c)).transpose()?;
         let refresh_authority = raw.string("refresh_authority")?.map(|a| authority("refresh_authority", a)).transpose()?;
@@ -186,6 +198,8 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()?;
 
         let bypass_cors_preflight = raw.boolean("bypass_cors_preflight")?.unwrap_or(true);
+        let trusted_origins = raw.take::<Vec<String>>("trusted_origins", "an array of strings")?.unwrap_or_default();
+        let trusted_origins = TrustedOrigins::parse(&trusted_origins).map_err(|why| bad("trusted_origins", &why))?;
         let access_ttl_s = ttl("access_ttl_s", raw.number("access_ttl_s")?, 900)?;
         let refresh_ttl_s = ttl("refresh_ttl_s", raw.number("refresh_ttl_s")?, 604_800)?;
         let clock_skew_s = raw.number("clock_skew_s")?.unwrap_or(5);
@@ -251,11 +265,13 @@ impl Config {
                 timeout: login_timeout,
             },
             login_refresh_path,
+            login_logout_path,
             refresh,
             routes,
             login_page,
             public_paths,
             bypass_cors_preflight,
+            trusted_origins,
             access_ttl_s,
             refresh_ttl_s,
             clock_skew_s,
@@ -642,6 +658,8 @@ mod tests {
         assert_eq!(c.login.timeout, Duration::from_millis(5000));
         assert!(c.refresh.is_none());
         assert_eq!(c.login_refresh_path, None);
+        assert_eq!(c.login_logout_path, None);
+        assert!(c.trusted_origins.is_empty());
         assert_eq!(c.routes.login, "/api/auth/login");
         assert_eq!(c.routes.refresh, "/api/auth/refreshtoken");
         assert_eq!(c.routes.logout, "/api/auth/logout");
@@ -679,9 +697,12 @@ mod tests {
             "refresh_ttl_s": 3600, "access_secret_env": "ETLS_ACCESS", "refresh_secret_env": "ETLS_REFRESH",
             "clock_skew_s": 0, "cookie_secure": false, "cookie_same_site": "lax", "cookie_domain": "example.com",
             "access_cookie": "a", "refresh_cookie": "r", "upstream_access_cookie": "ua", "upstream_refresh_cookie": "ur",
-            "user_id_header": "X-User", "role_header": "x-role", "max_login_body_bytes": 100
+            "user_id_header": "X-User", "role_header": "x-role", "max_login_body_bytes": 100,
+            "login_logout_path": "/v1/logout", "trusted_origins": ["https://partner.example", "HTTP://localhost:3000"]
         }))
         .unwrap();
+        assert_eq!(c.login_logout_path.as_deref(), Some("/v1/logout"));
+        assert_eq!(c.trusted_origins.len(), 2);
         assert_eq!(c.public_paths, ["/signin", "/static"]);
         assert_eq!(&*c.identity_headers.user_id, "x-user");
         assert_eq!(c.cookies.same_site, SameSite::Lax);
@@ -714,6 +735,17 @@ mod tests {
             (json!({"login_cluster": "l", "login_refresh_path": "refresh"}), "`login_refresh_path`"),
             (json!({"login_cluster": "l", "login_refresh_path": "/r?x=1"}), "`login_refresh_path`"),
             (json!({"login_cluster": "l", "login_refresh_path": 5}), "`login_refresh_path`: must be a string"),
+            (json!({"login_cluster": "l", "login_logout_path": "logout"}), "`login_logout_path`"),
+            (json!({"login_cluster": "l", "login_logout_path": "/l?x=1"}), "`login_logout_path`"),
+            (json!({"login_cluster": "l", "login_logout_path": ""}), "`login_logout_path`"),
+            (json!({"login_cluster": "l", "login_logout_path": true}), "`login_logout_path`: must be a string"),
+            (json!({"login_cluster": "l", "trusted_origins": "https://a.example"}), "`trusted_origins`: must be an array of strings"),
+            (json!({"login_cluster": "l", "trusted_origins": [5]}), "`trusted_origins`: must be an array of strings"),
+            (json!({"login_cluster": "l", "trusted_origins": ["https://a.example/"]}), "`trusted_origins`: entry 1 must have no path"),
+            (json!({"login_cluster": "l", "trusted_origins": ["https://a.example", "a.example"]}), "`trusted_origins`: entry 2 must be an origin"),
+            (json!({"login_cluster": "l", "trusted_origins": ["ftp://a.example"]}), "`trusted_origins`: entry 1 must use the scheme http or https"),
+            (json!({"login_cluster": "l", "trusted_origins": ["https://u@a.example"]}), "`trusted_origins`: entry 1 must not hold user info"),
+            (json!({"login_cluster": "l", "trusted_origins": ["null"]}), "`trusted_origins`: entry 1 must be an origin"),
             (json!({"login_cluster": "l", "public_paths": ["login"]}), "`public_paths`"),
             (json!({"login_cluster": "l", "public_paths": "/login"}), "`public_paths`: must be an array of strings"),
             (json!({"login_cluster": "l", "bypass_cors_preflight": "yes"}), "`bypass_cors_preflight`: must be true or false"),

@@ -310,16 +310,42 @@ fn content_type() -> BoxedStrategy<Option<String>> {
     .boxed()
 }
 
+/// `Origin`, `Sec-Fetch-Site` and `:authority`: mostly absent, else values a browser sends,
+/// look-alikes, or anything.
+fn cross_origin_headers() -> impl Strategy<Value = (Option<String>, Option<String>, Option<String>)> {
+    let origin = prop_oneof![
+        4 => Just(None),
+        2 => prop::sample::select(vec!["https://app.example.com", "http://localhost:10000", "null", "https://evil.example",
+            "https://app.example.com.evil.com", "https://evil@app.example.com", "HTTPS://APP.example.com", "https://app.example.com:443", ""])
+            .prop_map(|s| Some(s.to_owned())),
+        1 => ".{0,30}".prop_map(Some),
+    ];
+    let site = prop_oneof![
+        4 => Just(None),
+        2 => prop::sample::select(vec!["same-origin", "none", "same-site", "cross-site", "Same-Origin", ""]).prop_map(|s| Some(s.to_owned())),
+        1 => ".{0,12}".prop_map(Some),
+    ];
+    let authority = prop_oneof![
+        1 => Just(None),
+        3 => prop::sample::select(vec!["app.example.com", "localhost:10000", "app.example.com:443", ""]).prop_map(|s| Some(s.to_owned())),
+    ];
+    (origin, site, authority)
+}
+
 prop_compose! {
     fn request()(
         method in method(), path in path(), cookie in cookie_header(), accept in accept(),
         has_origin in any::<bool>(), has_cors_request_method in any::<bool>(),
         content_length in prop_oneof![Just(None), (0u64..40_000).prop_map(Some), any::<u64>().prop_map(Some)],
         end_of_stream in any::<bool>(), content_type in content_type(),
+        (origin, sec_fetch_site, authority) in cross_origin_headers(),
     ) -> RequestView<'static> {
         RequestView {
             method: method.into(), path: path.into(), cookie: cookie.map(Into::into), accept: accept.map(Into::into),
-            content_type: content_type.map(Into::into), has_origin, has_cors_request_method, content_length, end_of_stream,
+            content_type: content_type.map(Into::into), has_origin: has_origin || origin.is_some(), has_cors_request_method,
+            content_length, end_of_stream,
+            origin: origin.map(|o| o.into_bytes().into()), sec_fetch_site: sec_fetch_site.map(|s| s.into_bytes().into()),
+            authority: authority.map(|a| a.into_bytes().into()),
         }
     }
 }

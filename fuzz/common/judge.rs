@@ -667,6 +667,9 @@ pub fn check_decide(setup: &Setup, req: &RequestView, now: u64, d: &Decision) ->
             if path != cfg.routes.login || req.method != "POST" || req.end_of_stream || preflight || !is_json_type(req) {
                 return Err(format!("ReadBody for {} {path:?}", req.method));
             }
+            if is_cross_origin(req) == Some(true) {
+                return Err("ReadBody for a cross-origin login".into());
+            }
             if !hold_headers {
                 return Err("ReadBody from decide must ask to hold the login's headers".to_owned());
             }
@@ -683,9 +686,34 @@ pub fn check_decide(setup: &Setup, req: &RequestView, now: u64, d: &Decision) ->
             if rotation.request != *req {
                 return Err("joined with another request".into());
             }
+            if path == cfg.routes.refresh && is_cross_origin(req) == Some(true) {
+                return Err("joined a login API refresh for a cross-origin refresh route request".into());
+            }
             Ok(())
         }
         Decision::Respond(r) => check_decide_reply(setup, req, path, protected, &refresh_ok, now, r),
+    }
+}
+
+/// Cross-origin by a simpler reading of the rule, for setups without `trusted_origins`:
+/// `Some(true)` certainly refused, `Some(false)` certainly allowed, `None` when this reading cannot
+/// tell (an Origin that differs from `http(s)://<authority>` only by a default port, say).
+fn is_cross_origin(req: &RequestView) -> Option<bool> {
+    let site = req.sec_fetch_site.as_deref().filter(|s| !s.is_empty());
+    let origin = req.origin.as_deref().filter(|o| !o.is_empty());
+    match (site, origin) {
+        (Some(site), _) => Some(site != b"same-origin" && site != b"none"),
+        (None, None) => Some(false),
+        (None, Some(origin)) => {
+            let authority = req.authority.as_deref().unwrap_or_default();
+            let same = !authority.is_empty()
+                && [&b"http://"[..], b"https://"].iter().any(|scheme| {
+                    origin.len() == scheme.len() + authority.len()
+                        && origin[..scheme.len()].eq_ignore_ascii_case(scheme)
+                        && origin[scheme.len()..].eq_ignore_ascii_case(authority)
+                });
+            if same { Some(false) } else if origin.contains(&b':') && authority.contains(&b':') || origin.ends_with(b":443") || origin.ends_with(b":80") || authority.ends_with(b":443") || authority.ends_with(b":80") { None } else { Some(true) }
+        }
     }
 }
 
@@ -717,7 +745,16 @@ fn check_decide_reply(setup: &Setup, req: &RequestView, path: &str, protected: b
     if protected {
         return check_deny(setup, req, r);
     }
+    let refused = is_cross_origin(req);
+    if refused == Some(true) && req.method == "POST" && r.status != 403 {
+        return Err(format!("cross-origin {} to {path} answered {}, not 403", req.method, r.status));
+    }
     match r.status {
+        403 => {
+            if req.method != "POST" || refused == Some(false) || !scs.is_empty() || body != r#"{"error":"Cross-origin request refused"}"# {
+                return Err(format!("403 for {} {path} (cross-origin by the simple rule: {refused:?}): {body} {scs:?}", req.method));
+            }
+        }
         405 => {
             if req.method == "POST" || header(r, "allow") != Some("POST") {
                 return Err(format!("405 for {} {path}", req.method));

@@ -142,6 +142,7 @@ fuzz_target!(|input: Input| {
             has_cors_request_method: input.has_cors_request_method,
             content_length: input.content_length,
             end_of_stream: input.end_of_stream,
+            ..RequestView::default()
         };
         let now = NOW.saturating_add_signed(i64::from(input.clock));
         let setup = &state.setups[which];

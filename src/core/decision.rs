@@ -88,11 +88,20 @@ pub enum Outcome {
     UpstreamRefreshOutage,
     /// A rotation that made no call of its own: it waited on another one's or reused an answer.
     UpstreamRefreshCoalesced,
+    /// A request to the login, refresh or logout route refused as cross-origin (403).
+    CrossOriginRefused,
+    /// A logout whose `login_logout_path` call got an answer from the login API other than 5xx
+    /// (counted besides `LoggedOut`).
+    LogoutUpstreamReached,
+    /// A logout whose `login_logout_path` call failed: no answer, timeout, refused connection,
+    /// dispatch refused, or a 5xx (Envoy answers a refused connection 503 and a timeout 504
+    /// itself); the session may still be valid at the login API (counted besides `LoggedOut`).
+    LogoutUpstreamFailed,
 }
 
 impl Outcome {
     /// Every outcome, in declaration order (`outcome as usize` indexes it).
-    pub const ALL: [Outcome; 25] = [
+    pub const ALL: [Outcome; 28] = [
         Outcome::SessionValid,
         Outcome::RotatedInline,
         Outcome::RotatedByCluster,
@@ -118,6 +127,9 @@ impl Outcome {
         Outcome::UpstreamRefreshEnded,
         Outcome::UpstreamRefreshOutage,
         Outcome::UpstreamRefreshCoalesced,
+        Outcome::CrossOriginRefused,
+        Outcome::LogoutUpstreamReached,
+        Outcome::LogoutUpstreamFailed,
     ];
 
     /// A stable snake_case name, used in logs and metric names.
@@ -148,6 +160,9 @@ impl Outcome {
             Outcome::UpstreamRefreshEnded => "upstream_refresh_ended",
             Outcome::UpstreamRefreshOutage => "upstream_refresh_outage",
             Outcome::UpstreamRefreshCoalesced => "upstream_refresh_coalesced",
+            Outcome::CrossOriginRefused => "cross_origin_refused",
+            Outcome::LogoutUpstreamReached => "logout_upstream_reached",
+            Outcome::LogoutUpstreamFailed => "logout_upstream_failed",
         }
     }
 }
@@ -203,6 +218,8 @@ pub struct LocalReply {
     pub body: Vec<u8>,
     /// One line for the shell to log at warn level (never a token, secret or cookie value).
     warning: Option<String>,
+    /// One more outcome to count besides `outcome` (a logout's call to the login API).
+    also_count: Option<Outcome>,
 }
 
 impl LocalReply {
@@ -214,6 +231,7 @@ impl LocalReply {
             headers: vec![("cache-control".to_owned(), "no-store".to_owned())],
             body: Vec::new(),
             warning: None,
+            also_count: None,
         }
     }
 
@@ -243,6 +261,17 @@ impl LocalReply {
         self
     }
 
+    /// The same reply, counting `outcome` too when it is carried out.
+    pub fn with_count(mut self, outcome: Outcome) -> LocalReply {
+        self.also_count = Some(outcome);
+        self
+    }
+
+    /// The outcome to count besides `outcome`, if any.
+    pub fn also_count(&self) -> Option<Outcome> {
+        self.also_count
+    }
+
     /// The headers, in order.
     pub fn headers(&self) -> &[(String, String)] {
         &self.headers
@@ -263,6 +292,8 @@ pub enum CallKind {
     Refresh,
     /// `POST login_refresh_path` to the login API (made by the VM's shared store, not a request).
     LoginRefresh,
+    /// `POST login_logout_path` to the login API; whatever it answers, the logout reply follows.
+    Logout,
 }
 
 /// A call to dispatch to an Envoy cluster.

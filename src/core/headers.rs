@@ -109,6 +109,7 @@ fn split_nul(bytes: &[u8], len: usize) -> Option<(&[u8], &[u8])> {
 pub fn request_view<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>, end_of_stream: bool) -> RequestView<'a> {
     let mut view = RequestView { end_of_stream, ..RequestView::default() };
     let (mut method, mut path, mut accept, mut content_length, mut content_type) = (None, None, None, None, None);
+    let (mut origin, mut sec_fetch_site, mut authority) = (None, None, None);
     for (name, value) in pairs {
         match name {
             ":method" => first(&mut method, value),
@@ -127,11 +128,17 @@ pub fn request_view<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>, en
                     cookie.extend_from_slice(value);
                 }
             },
-            "origin" => view.has_origin = true,
+            ":authority" => first(&mut authority, value),
+            "origin" => first(&mut origin, value),
+            "sec-fetch-site" => first(&mut sec_fetch_site, value),
             "access-control-request-method" => view.has_cors_request_method = true,
             _ => {}
         }
     }
+    view.has_origin = origin.is_some();
+    view.origin = origin.map(Cow::Borrowed);
+    view.sec_fetch_site = sec_fetch_site.map(Cow::Borrowed);
+    view.authority = authority.map(Cow::Borrowed);
     view.method = method.map(text).unwrap_or_default();
     view.path = path.map(text).unwrap_or_default();
     view.accept = accept.map(text);
@@ -225,6 +232,9 @@ mod tests {
             accept: Some("text/html".into()),
             content_type: Some("application/json; charset=utf-8".into()),
             has_origin: true,
+            origin: Some(b"https://x".to_vec().into()),
+            sec_fetch_site: None,
+            authority: Some(b"example.com".to_vec().into()),
             has_cors_request_method: true,
             content_length: Some(12),
             end_of_stream: false,

@@ -24,13 +24,16 @@ pub enum BodyStep {
 }
 
 /// Headers of a request to `login_path`, checked in this order: another
-/// method gets 405; a `Content-Type` other than `application/json` (parameters allowed, any
+/// method gets 405; a cross-origin browser request gets 403 (`core::origin`); a `Content-Type` other than `application/json` (parameters allowed, any
 /// case; a missing one too) gets 415, because a form on another site can post `text/plain`
 /// without a CORS preflight but never JSON (login CSRF); a `Content-Length` over
 /// `max_login_body_bytes` gets 413; else the body is read (an absent body is a 400 at once).
 pub fn on_headers(cfg: &Config, req: &RequestView) -> Decision {
     if req.method != "POST" {
         return session::method_not_allowed();
+    }
+    if let Some(refused) = crate::core::origin::refuse(cfg, req) {
+        return refused;
     }
     if !req.has_json_body() {
         return Decision::Respond(LocalReply::json(

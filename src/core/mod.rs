@@ -7,6 +7,8 @@ pub mod cookies;
 pub mod decision;
 pub mod headers;
 pub mod login;
+pub mod logout;
+pub mod origin;
 pub mod paths;
 pub mod request;
 pub mod session;
@@ -24,9 +26,12 @@ use request::RequestView;
 
 /// Decides what to do with a request once its headers are in. The cases, in order:
 /// 1. CORS preflight while `bypass_cors_preflight`: forward unchecked.
-/// 2. `login_path`: `POST` reads the body (or answers 400/413 at once), else 405.
-/// 3. `refresh_path`: `POST` with a valid refresh token gets new tokens, else 401; other methods 405.
-/// 4. `logout_path`: `POST` gets 200 and four clearing cookies; other methods 405.
+/// 2. `login_path`: another method 405, a cross-origin browser request 403 (`origin`), else
+///    `POST` reads the body (or answers 415/413/400 at once).
+/// 3. `refresh_path`: 405, 403 as for login; `POST` with a valid refresh token gets new tokens,
+///    else 401.
+/// 4. `logout_path`: 405, 403 as for login; `POST` gets 200 and four clearing cookies, after a
+///    call to the login API with `login_logout_path` and a `refreshToken` cookie (`logout`).
 /// 5. A public path (canonical, `P` or under `P/`): forward untouched.
 /// 6. Otherwise protected: a valid access token forwards with identity headers; else a valid
 ///    refresh token rotates (inline, or `Call` to the refresh cluster); else deny (302 for page
@@ -53,7 +58,7 @@ pub fn decide_cached(cfg: &Config, cache: &mut TokenCache, req: &RequestView, no
         return session::refresh_route(cfg, cache, req, now);
     }
     if path == cfg.routes.logout {
-        return session::logout_route(cfg, req);
+        return logout::on_request(cfg, req);
     }
     if paths::is_public(&cfg.public_paths, path) {
         return session::pass(cfg, decision::Outcome::Public);
@@ -63,7 +68,8 @@ pub fn decide_cached(cfg: &Config, cache: &mut TokenCache, req: &RequestView, no
 
 /// Decides what to do with the answer to a dispatched call of `kind` for request `req`.
 /// `reply` is `Err` when the call gave no answer (dispatch refused, timeout, reset).
-/// Login: see [`login::on_reply`]. Refresh: see [`session::on_refresh_reply`].
+/// Login: see [`login::on_reply`]. Refresh: see [`session::on_refresh_reply`]. Logout: see
+/// [`logout::on_reply`].
 pub fn on_reply(
     cfg: &Config,
     kind: CallKind,
@@ -74,6 +80,7 @@ pub fn on_reply(
     match kind {
         CallKind::Login => login::on_reply(cfg, reply, now),
         CallKind::Refresh => session::on_refresh_reply(cfg, req, reply, now),
+        CallKind::Logout => logout::on_reply(cfg, reply),
         // Made and answered by the VM's shared store (`upstream_session`), never by a request.
         CallKind::LoginRefresh => internal_error(),
     }
@@ -130,6 +137,7 @@ mod tests {
             req("GET", "/api/auth/refreshtoken", None),              // 405
             req("POST", "/api/auth/logout", None),                   // 200 logged out
             req("GET", "/api/auth/logout", None),                    // 405
+            RequestView { sec_fetch_site: Some(b"cross-site".to_vec().into()), ..req("POST", "/api/auth/logout", None) }, // 403
         ];
         let mut replies: Vec<Decision> = requests.iter().map(|r| decide(&cfg, r, NOW)).collect();
         replies.push(login::on_body(&cfg, b"nope"));
@@ -151,6 +159,6 @@ mod tests {
             assert_eq!(no_store, [&("cache-control".to_owned(), "no-store".to_owned())], "{} {:?}", r.status, r.outcome);
             statuses.push(r.status);
         }
-        assert_eq!(statuses, [302, 401, 405, 415, 413, 400, 401, 401, 200, 405, 200, 405, 400, 413, 200, 401, 429, 502, 504, 502, 502, 401, 500, 500]);
+        assert_eq!(statuses, [302, 401, 405, 415, 413, 400, 401, 401, 200, 405, 200, 405, 403, 400, 413, 200, 401, 429, 502, 504, 502, 502, 401, 500, 500]);
     }
 }

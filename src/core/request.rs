@@ -24,6 +24,13 @@ pub struct RequestView<'a> {
     pub content_type: Option<Cow<'a, str>>,
     /// Whether an `Origin` header is present.
     pub has_origin: bool,
+    /// The `Origin` header (the first one), raw bytes: read only on the filter's routes
+    /// (`core::origin`).
+    pub origin: Option<Cow<'a, [u8]>>,
+    /// The `Sec-Fetch-Site` header (the first one), raw bytes (`core::origin`).
+    pub sec_fetch_site: Option<Cow<'a, [u8]>>,
+    /// `:authority` (the Host header in HTTP/1.1), raw bytes (`core::origin`).
+    pub authority: Option<Cow<'a, [u8]>>,
     /// Whether an `Access-Control-Request-Method` header is present.
     pub has_cors_request_method: bool,
     /// `Content-Length`, when present and a number.
@@ -42,6 +49,9 @@ impl RequestView<'_> {
             accept: self.accept.map(|a| Cow::Owned(a.into_owned())),
             content_type: self.content_type.map(|c| Cow::Owned(c.into_owned())),
             has_origin: self.has_origin,
+            origin: self.origin.map(|o| Cow::Owned(o.into_owned())),
+            sec_fetch_site: self.sec_fetch_site.map(|s| Cow::Owned(s.into_owned())),
+            authority: self.authority.map(|a| Cow::Owned(a.into_owned())),
             has_cors_request_method: self.has_cors_request_method,
             content_length: self.content_length,
             end_of_stream: self.end_of_stream,

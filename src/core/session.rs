@@ -1,4 +1,4 @@
-//! Protected requests (verify, rotate, deny) and the refresh and logout routes.
+//! Protected requests (verify, rotate, deny) and the refresh route.
 //! No proxy_wasm here.
 
 use std::rc::Rc;
@@ -107,6 +107,9 @@ pub fn refresh_route(cfg: &Config, cache: &mut TokenCache, req: &RequestView, no
     if req.method != "POST" {
         return method_not_allowed();
     }
+    if let Some(refused) = crate::core::origin::refuse(cfg, req) {
+        return refused;
+    }
     let cookie_header = req.cookie.as_deref().unwrap_or_default();
     let Some(token) = cookies::find(cookie_header, &cfg.cookies.names.refresh) else {
         return reply(LocalReply::json(Outcome::RefreshRejected, 401, r#"{"error":"No refresh token provided"}"#));
@@ -122,14 +125,6 @@ pub fn refresh_route(cfg: &Config, cache: &mut TokenCache, req: &RequestView, no
         Err(TokenError::Mint) => internal_error(cfg),
         Err(_) => reply(LocalReply::json(Outcome::RefreshRejected, 401, r#"{"error":"Invalid refresh token"}"#)),
     }
-}
-
-/// `POST logout_path`: clear all four cookies, session or not.
-pub fn logout_route(cfg: &Config, req: &RequestView) -> Decision {
-    if req.method != "POST" {
-        return method_not_allowed();
-    }
-    reply(LocalReply::json(Outcome::LoggedOut, 200, r#"{"message":"Logged out"}"#).with_cookies(cfg.cookies.clear_all()))
 }
 
 /// 405 with `Allow: POST`.

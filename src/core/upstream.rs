@@ -1,4 +1,4 @@
-//! The three dispatched calls: building the login, login API refresh and refresh-cluster
+//! The four dispatched calls: building the login, login API refresh, login API logout and refresh-cluster
 //! requests, and reading their answers into plain values or a `CallError`. No proxy_wasm here.
 
 use serde::Deserialize;
@@ -68,6 +68,14 @@ pub fn login_refresh_call(cfg: &Config, refresh_token: &str) -> Option<OutboundC
     let path = cfg.login_refresh_path.as_ref()?;
     let body = serde_json::json!({ "refreshToken": refresh_token });
     Some(login_api_call(cfg, CallKind::LoginRefresh, path, &body))
+}
+
+/// The `POST login_logout_path` call to the login API with body `{"refreshToken": ..}`
+/// (docs/sessions.md, Logout). `None` when `login_logout_path` is not configured.
+pub fn login_logout_call(cfg: &Config, refresh_token: &str) -> Option<OutboundCall> {
+    let path = cfg.login_logout_path.as_ref()?;
+    let body = serde_json::json!({ "refreshToken": refresh_token });
+    Some(login_api_call(cfg, CallKind::Logout, path, &body))
 }
 
 /// What the login API said to a refresh call, reduced to what a rotation needs.

@@ -85,6 +85,9 @@ impl Carrier<'_> {
                     log::warn!("#{id} {line}");
                 }
                 self.count(reply.outcome);
+                if let Some(also) = reply.also_count() {
+                    self.count(also);
+                }
                 let headers: Vec<(&str, &str)> = reply.headers().iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
                 if let Err(status) = hostcalls::send_http_response(reply.status, headers, Some(&reply.body)) {
                     log::error!("#{id} could not send the local reply: {status:?}");

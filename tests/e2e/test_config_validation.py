@@ -116,6 +116,8 @@ VALID = {
         access_cookie="a", refresh_cookie="r", upstream_access_cookie="ua", upstream_refresh_cookie="ur",
         user_id_header="x-uid", role_header="x-role", max_login_body_bytes=4096), SECRETS),
     "same_site_none_with_secure": (plugin_config(cookie_same_site="None", cookie_secure=True), SECRETS),
+    "logout_and_trusted_origins": (plugin_config(login_logout_path="/logout", trusted_origins=[
+        "https://Admin.Example.com", "http://localhost:3000", "https://b.example:443", "http://[::1]:8080"]), SECRETS),
     "secret_exactly_32_bytes": (plugin_config(), {"ETLS_ACCESS": LONG_A, "ETLS_REFRESH": LONG_R}),
     "previous_secrets": (plugin_config(), {**SECRETS, "ETLS_ACCESS_PREVIOUS": "p" * 40, "ETLS_REFRESH_PREVIOUS": "q" * 40}),
 }
@@ -155,6 +157,20 @@ INVALID = {
     "empty_access_secret": (plugin_config(), {"ETLS_ACCESS": "", "ETLS_REFRESH": LONG_R}, "ETLS_ACCESS"),
     "equal_secrets": (plugin_config(), {"ETLS_ACCESS": LONG_A, "ETLS_REFRESH": LONG_A}, None),
     "custom_secret_env_missing": (plugin_config(access_secret_env="MY_KEY"), SECRETS, "MY_KEY"),
+    "login_logout_path_relative": (plugin_config(login_logout_path="logout"), SECRETS, "login_logout_path"),
+    "login_logout_path_with_query": (plugin_config(login_logout_path="/logout?all=1"), SECRETS, "login_logout_path"),
+    "login_logout_path_empty": (plugin_config(login_logout_path=""), SECRETS, "login_logout_path"),
+    "login_logout_path_wrong_type": (plugin_config(login_logout_path=["/logout"]), SECRETS, "login_logout_path"),
+    "trusted_origins_not_array": (plugin_config(trusted_origins="https://a.example"), SECRETS, "trusted_origins"),
+    "trusted_origins_number_item": (plugin_config(trusted_origins=["https://a.example", 3]), SECRETS, "trusted_origins"),
+    "trusted_origin_trailing_slash": (plugin_config(trusted_origins=["https://a.example/"]), SECRETS, "trusted_origins"),
+    "trusted_origin_with_path": (plugin_config(trusted_origins=["https://a.example/app"]), SECRETS, "trusted_origins"),
+    "trusted_origin_without_scheme": (plugin_config(trusted_origins=["a.example"]), SECRETS, "trusted_origins"),
+    "trusted_origin_other_scheme": (plugin_config(trusted_origins=["ftp://a.example"]), SECRETS, "trusted_origins"),
+    "trusted_origin_userinfo": (plugin_config(trusted_origins=["https://u@a.example"]), SECRETS, "trusted_origins"),
+    "trusted_origin_wildcard": (plugin_config(trusted_origins=["https://*.a.example"]), SECRETS, "trusted_origins"),
+    "trusted_origin_bad_port": (plugin_config(trusted_origins=["https://a.example:70000"]), SECRETS, "trusted_origins"),
+    "trusted_origin_null": (plugin_config(trusted_origins=["null"]), SECRETS, "trusted_origins"),
 }
 
 

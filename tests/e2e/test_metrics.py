@@ -18,6 +18,7 @@ OUTCOMES = [
     "login_rate_limited", "login_upstream_failed", "login_bad_request", "refreshed", "refresh_rejected", "logged_out",
     "method_not_allowed", "internal_error", "denied_session_ended", "denied_no_upstream_session",
     "upstream_refresh_renewed", "upstream_refresh_ended", "upstream_refresh_outage", "upstream_refresh_coalesced",
+    "cross_origin_refused", "logout_upstream_reached", "logout_upstream_failed",
 ]
 LOGIN = "/api/auth/login"
 JSON = {"Content-Type": "application/json"}
