@@ -130,23 +130,87 @@ fn segments(cookie_header: &[u8]) -> impl Iterator<Item = &[u8]> {
     cookie_header.split(|b| *b == b';')
 }
 
-/// The cookie in one segment, read by the `cookie` crate; `None` for a segment that is not
-/// UTF-8 (never one of ours: our names and values are ASCII) or not `name=value`.
-fn parse_segment(segment: &[u8]) -> Option<Cookie<'_>> {
-    Cookie::parse(std::str::from_utf8(segment).ok()?).ok()
-}
-
 /// The value of the first cookie called `name` in a raw `Cookie` request header, if any, without
 /// the DQUOTEs RFC 6265 (section 4.1.1) allows around a value, as the `cookie` crate's
 /// `value_trimmed` and most servers read it (the Next.js app's `cookie` package too).
-/// Parsing is the `cookie` crate's, never ours; nothing is copied.
+///
+/// Read as the `cookie` crate's `Cookie::parse` reads each `;`-separated segment (the reading it
+/// replaced, on the request path of every session; the unit and property tests hold the two
+/// equal): a segment that is not UTF-8 is never a cookie (the next copy is found), the name is
+/// what comes before the first `=` and the value what follows it, both trimmed of Unicode
+/// whitespace, and a nameless segment is no cookie. Nothing is allocated or copied: one pass
+/// over the bytes up to the cookie, eight at a time, and only a segment that may carry the name
+/// is looked at further.
 pub fn find<'h>(cookie_header: &'h [u8], name: &str) -> Option<&'h str> {
-    segments(cookie_header)
-        .filter(|segment| may_be_named(segment, name))
-        .filter_map(parse_segment)
-        .find(|c| c.name() == name)
-        .and_then(|c| c.value_raw())
-        .map(|v| v.strip_prefix('"').and_then(|inner| inner.strip_suffix('"')).unwrap_or(v))
+    let mut rest = cookie_header;
+    loop {
+        let (end, ascii) = segment_end(rest);
+        let (segment, tail) = rest.split_at_checked(end)?;
+        if may_be_named(segment, name) {
+            if let Some(value) = value_if_named(segment, ascii, name) {
+                return Some(value.strip_prefix('"').and_then(|inner| inner.strip_suffix('"')).unwrap_or(value));
+            }
+        }
+        // `tail` starts with the `;` that ended the segment, or is empty at the end.
+        rest = tail.get(1..)?;
+    }
+}
+
+/// Where the first segment of `bytes` ends (the index of its `;`, or the length), and whether
+/// the segment is ASCII. Eight bytes at a time where it can (the segment holding a token is
+/// hundreds of bytes long), then byte by byte.
+fn segment_end(bytes: &[u8]) -> (usize, bool) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const SEMI: u64 = ONES * b';' as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut high = 0u64;
+    let mut start = 0;
+    for chunk in chunks.by_ref() {
+        let word = chunk.try_into().map_or(SEMI, u64::from_le_bytes);
+        let x = word ^ SEMI;
+        // Nonzero exactly when some byte of `x` is zero, i.e. some byte of `word` is `;`.
+        if x.wrapping_sub(ONES) & !x & HIGH != 0 {
+            break;
+        }
+        high |= word;
+        start += 8;
+    }
+    let mut ascii = high & HIGH == 0;
+    for (i, &b) in bytes.iter().enumerate().skip(start) {
+        if b == b';' {
+            return (i, ascii);
+        }
+        ascii &= b.is_ascii();
+    }
+    (bytes.len(), ascii)
+}
+
+/// The value of the cookie in `segment` (no `;`) if its name is `name`, read as the `cookie`
+/// crate reads it (see [`find`]); `ascii` says the segment is ASCII, where the crate's Unicode
+/// whitespace is ASCII whitespace (U+0009 to U+000D, space) and UTF-8 needs no check.
+fn value_if_named<'s>(segment: &'s [u8], ascii: bool, name: &str) -> Option<&'s str> {
+    if !ascii {
+        let (key, value) = std::str::from_utf8(segment).ok()?.split_once('=')?;
+        let key = key.trim();
+        return (!key.is_empty() && key == name).then(|| value.trim());
+    }
+    let eq = segment.iter().position(|b| *b == b'=')?;
+    let (key, value) = (segment.get(..eq)?, segment.get(eq + 1..)?);
+    let key = trim_whitespace(key);
+    if key.is_empty() || key != name.as_bytes() {
+        return None;
+    }
+    std::str::from_utf8(trim_whitespace(value)).ok()
+}
+
+/// `bytes` (ASCII) without the whitespace `str::trim` removes (U+0009 to U+000D, space: unlike
+/// `trim_ascii`, which keeps U+000B).
+fn trim_whitespace(bytes: &[u8]) -> &[u8] {
+    let white = |b: &u8| matches!(b, b'\t'..=b'\r' | b' ');
+    let start = bytes.iter().position(|b| !white(b)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !white(b)).map_or(start, |i| i + 1);
+    bytes.get(start..end).unwrap_or_default()
 }
 
 /// False only for a segment whose cookie cannot be called `name`, so that [`find`] leaves it
@@ -357,6 +421,16 @@ mod tests {
     mod reference {
         use cookie::{Cookie, SameSite};
 
+        /// `find` as it was, on raw bytes: each `;` segment that is UTF-8 parsed by the crate.
+        pub fn find_bytes<'h>(header: &'h [u8], name: &str) -> Option<&'h str> {
+            header
+                .split(|b| *b == b';')
+                .filter_map(|segment| Cookie::parse(std::str::from_utf8(segment).ok()?).ok())
+                .find(|c| c.name() == name)
+                .and_then(|c| c.value_raw())
+                .map(|v| v.strip_prefix('"').and_then(|inner| inner.strip_suffix('"')).unwrap_or(v))
+        }
+
         pub fn find<'h>(header: &'h str, name: &str) -> Option<&'h str> {
             let c = Cookie::split_parse(header).filter_map(Result::ok).find(|c| c.name() == name)?;
             let trimmed = c.value_trimmed();
@@ -416,6 +490,64 @@ mod tests {
             assert_eq!(p.set_access("v.w-x_y"), reference::format("accessTokenEtls", "v.w-x_y", secure, same_site, domain, 900));
             assert_eq!(p.set_refresh("r"), reference::format("refreshTokenEtls", "r", secure, same_site, domain, 604_800));
             assert_eq!(p.clear_all()[0], reference::format("accessTokenEtls", "", secure, same_site, domain, 0));
+        }
+    }
+
+    #[test]
+    fn find_reads_long_values_and_every_copy_past_odd_segments() {
+        // Values longer than one eight-byte step, `;` at every offset of a step, non-ASCII
+        // bytes before and after a `;`, in the name's segment and elsewhere.
+        let token = "eyJhbGciOiJIUzI1NiJ9.eyJ1c2VySWQiOjQyfQ.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
+        for pad in 0..17 {
+            let filler = "x".repeat(pad);
+            for h in [
+                format!("{filler}=1;accessTokenEtls={token};refreshTokenEtls=r{filler}"),
+                format!("k={filler}\u{e9};accessTokenEtls= {token} ; z=\u{3000}"),
+                format!("accessTokenEtls{filler}=no; accessTokenEtls=\"{token}\""),
+                format!("\u{a0}accessTokenEtls\u{a0}= \u{2003}{token}{filler}\u{2003}"),
+            ] {
+                for name in ["accessTokenEtls", "refreshTokenEtls", "k", "z"] {
+                    assert_eq!(find(h.as_bytes(), name), reference::find(&h, name), "{name:?} in {h:?}");
+                    assert_eq!(find(h.as_bytes(), name), reference::find_bytes(h.as_bytes(), name), "{name:?} in {h:?}");
+                }
+            }
+            let mut raw = format!("a={filler}").into_bytes();
+            raw.extend_from_slice(b"\xff;accessTokenEtls=\xfe");
+            raw.extend_from_slice(filler.as_bytes());
+            raw.extend_from_slice(b"; accessTokenEtls=second; refreshTokenEtls=\x80\x80");
+            for name in ["accessTokenEtls", "refreshTokenEtls", "a"] {
+                assert_eq!(find(&raw, name), reference::find_bytes(&raw, name), "{name:?} in {raw:?}");
+            }
+            assert_eq!(find(&raw, "accessTokenEtls"), Some("second"));
+            assert_eq!(find(&raw, "refreshTokenEtls"), None);
+        }
+    }
+
+    /// Pieces a `Cookie` header is made of here, the tricky ones often.
+    fn header_piece() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(b"accessTokenEtls".to_vec()), Just(b"refreshTokenEtls".to_vec()), Just(b"=".to_vec()),
+            Just(b";".to_vec()), Just(b"; ".to_vec()), Just(b" ".to_vec()), Just(b"\t".to_vec()), Just(b"\x0b".to_vec()),
+            Just(b"\"".to_vec()), Just("\u{a0}".as_bytes().to_vec()), Just("\u{3000}".as_bytes().to_vec()),
+            Just("\u{85}".as_bytes().to_vec()), Just("\u{e9}".as_bytes().to_vec()), Just(b"\xff".to_vec()),
+            Just(b"\x80".to_vec()), Just(b"\xc3".to_vec()), Just(b"a".to_vec()), Just(b"x".repeat(9)),
+            "[ -~]{0,20}".prop_map(String::into_bytes),
+            proptest::collection::vec(any::<u8>(), 0..12),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(8000))]
+        #[test]
+        fn find_reads_as_the_cookie_crate_did(pieces in proptest::collection::vec(header_piece(), 0..16)) {
+            let header = pieces.concat();
+            for name in ["accessTokenEtls", "refreshTokenEtls", "a", "x", ""] {
+                proptest::prop_assert_eq!(find(&header, name), reference::find_bytes(&header, name), "{:?} in {:?}", name, header);
+            }
+            if let Ok(text) = std::str::from_utf8(&header) {
+                proptest::prop_assert_eq!(find(&header, "accessTokenEtls"), reference::find(text, "accessTokenEtls"));
+            }
         }
     }
 
