@@ -265,10 +265,12 @@ def cases() -> list[Case]:
 
 
 def cases_b() -> list[Case]:
-    """The etls-auth cases again against the BENCH_ETLS_WASM_B build (when set)."""
+    """The etls-auth cases again against the BENCH_ETLS_WASM_B build (when set), and the probes."""
+    floor_fs = next(c for c in cases() if c.key == "floor_fs")
+    out = [Case(**{**floor_fs.__dict__, "key": f"probe_{p}", "label": f"host-call floor + filter state + 100 {p} host calls",
+                   "envoy": f"probe_{p}"}) for p in PROBES]
     if ETLS_WASM_B is None:
-        return []
-    out = []
+        return out
     for c in cases():
         if c.envoy == "etls":
             out.append(Case(**{**c.__dict__, "key": c.key + "_b", "label": c.label + " [B]", "envoy": "etls_b"}))
@@ -391,6 +393,12 @@ ENVOYS = {
 }
 if ETLS_WASM_B is not None:
     ENVOYS["etls_b"] = "etls-auth [B] (inline rotation)"
+# BENCH_PROBES (e.g. `clock,metric`): the floor with filter state making 100 more such host calls
+# per request (bench/floor-filter), cases `probe_<name>`: (added CPU - floor_fs's) / 100 is the
+# price of one host call in Envoy's V8.
+PROBES = [p for p in os.environ.get("BENCH_PROBES", "").split(",") if p]
+for _probe in PROBES:
+    ENVOYS[f"probe_{_probe}"] = f"host-call floor + filter state + 100 {_probe} host calls"
 
 
 def main() -> int:
@@ -418,6 +426,8 @@ def main() -> int:
         "etls_cluster": ([h.wasm_filter(dict(plugin, refresh_cluster="etls_refresh"), SECRETS, wasm=ETLS_WASM)],
                          {"login_api": login_port, "etls_refresh": ports["etls_cluster"][0]}),
     }
+    for probe in PROBES:
+        configs[f"probe_{probe}"] = ([wasm_entry("floor", FLOOR_WASM, f"filter_state probe={probe}")], {})
     if ETLS_WASM_B is not None:
         configs["etls_b"] = ([h.wasm_filter(plugin, SECRETS, wasm=ETLS_WASM_B)], {"login_api": login_port})
     try:
