@@ -1038,6 +1038,34 @@ fn store_op() -> BoxedStrategy<StoreOp> {
     .boxed()
 }
 
+/// Envoy's shared data for the property test: one map for every VM, CAS versions, and a CAS on
+/// an absent key ignored.
+#[derive(Default)]
+struct MemShared(std::cell::RefCell<(SharedMap, u32)>);
+
+type SharedMap = std::collections::HashMap<String, (Vec<u8>, u32)>;
+
+impl etls_auth::core::shared_calls::SharedData for MemShared {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.0.borrow().0.get(key) {
+            Some((v, cas)) => ((!v.is_empty()).then(|| v.clone()), Some(*cas)),
+            None => (None, None),
+        }
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), etls_auth::core::shared_calls::SetError> {
+        let mut inner = self.0.borrow_mut();
+        if let (Some(cas), Some((_, current))) = (cas, inner.0.get(key)) {
+            if cas != *current {
+                return Err(etls_auth::core::shared_calls::SetError::CasMismatch);
+            }
+        }
+        inner.1 += 1;
+        let version = inner.1;
+        inner.0.insert(key.to_owned(), (value.to_vec(), version));
+        Ok(())
+    }
+}
+
 #[test]
 fn the_refresh_store_answers_every_waiting_request_exactly_once() {
     use etls_auth::core::upstream_session::{Joined, UpstreamCalls, GRACE_MS};
@@ -1045,7 +1073,9 @@ fn the_refresh_store_answers_every_waiting_request_exactly_once() {
     let cfg = upstream_session_config();
     let rotations: Vec<_> = (0..4).map(|s| rotation(&cfg, &format!("ur-{s}"))).collect();
     proptest!(cases(400), |(ops in prop::collection::vec(store_op(), 1..60))| {
-        let mut store = UpstreamCalls::new([9; 32]);
+        // Two VMs of one Envoy over one shared map; a request's context id picks its VM.
+        let shared = MemShared::default();
+        let mut stores = [UpstreamCalls::new(1), UpstreamCalls::new(2)];
         let mut now = NOW * 1000;
         let mut waiting: BTreeSet<u32> = BTreeSet::new();
         let mut next_token = 0u32;
@@ -1063,33 +1093,47 @@ fn the_refresh_store_answers_every_waiting_request_exactly_once() {
                     if waiting.contains(&ctx) { continue; }
                     let mut rot = rotations[usize::from(session)].clone();
                     rot.can_wait = can_wait;
-                    match store.join(&cfg, ctx, rot, now) {
+                    match stores[(ctx % 2) as usize].join(&cfg, &shared, ctx, rot, now) {
                         Joined::Wait { .. } => { prop_assert!(can_wait); waiting.insert(ctx); }
                         Joined::Now { decision, .. } => prop_assert!(matches!(decision, Decision::Forward(_) | Decision::Respond(_))),
                     }
                 }
-                StoreOp::Leave(ctx) => { store.leave(u32::from(ctx)); waiting.remove(&u32::from(ctx)); }
+                StoreOp::Leave(ctx) => { stores[usize::from(ctx % 2)].leave(u32::from(ctx)); waiting.remove(&u32::from(ctx)); }
                 StoreOp::Dispatch { ok } => {
-                    for (id, _) in store.take_queued() {
-                        let result = if ok { next_token += 1; Ok(next_token) } else { Err(CallError::NoResponse) };
-                        answered(store.dispatched(&cfg, id, result, now).decisions, &mut waiting)?;
+                    for store in &mut stores {
+                        for (id, _) in store.take_queued() {
+                            let result = if ok { next_token += 1; Ok(next_token) } else { Err(CallError::NoResponse) };
+                            answered(store.dispatched(&cfg, &shared, id, result, now).decisions, &mut waiting)?;
+                        }
                     }
                 }
                 StoreOp::Answer { token, status } => {
                     let reply = UpstreamReply { status, body: br#"{"accessToken":"a"}"#.to_vec(), body_size: 19, ..UpstreamReply::default() };
-                    answered(store.on_answer(&cfg, u32::from(token), Ok(&reply), now).decisions, &mut waiting)?;
+                    for store in &mut stores {
+                        answered(store.on_answer(&cfg, &shared, u32::from(token), Ok(&reply), now).decisions, &mut waiting)?;
+                    }
                 }
-                StoreOp::Tick => answered(store.tick(&cfg, now).decisions, &mut waiting)?,
+                StoreOp::Tick => {
+                    for store in &mut stores {
+                        answered(store.tick(&cfg, &shared, now).decisions, &mut waiting)?;
+                    }
+                }
                 StoreOp::Wait(ms) => now += u64::from(ms),
             }
-            prop_assert_eq!(store.waiting(), waiting.len());
+            prop_assert_eq!(stores[0].waiting() + stores[1].waiting(), waiting.len());
         }
-        // Past every deadline, the tick answers whoever still waits (dispatched or not).
-        for (id, _) in store.take_queued() {
-            answered(store.dispatched(&cfg, id, Ok(10_000 + next_token), now).decisions, &mut waiting)?;
-            next_token += 1;
+        // Past every deadline (a lease, then a takeover's own call), the ticks answer whoever
+        // still waits (dispatched or not).
+        let lease = 1000 + GRACE_MS;
+        for step in 1..=3 {
+            for store in &mut stores {
+                answered(store.tick(&cfg, &shared, now + step * lease).decisions, &mut waiting)?;
+                for (id, _) in store.take_queued() {
+                    answered(store.dispatched(&cfg, &shared, id, Ok(10_000 + next_token), now).decisions, &mut waiting)?;
+                    next_token += 1;
+                }
+            }
         }
-        answered(store.tick(&cfg, now + 1000 + GRACE_MS).decisions, &mut waiting)?;
         prop_assert!(waiting.is_empty(), "still waiting after the deadline: {waiting:?}");
     });
 }

@@ -86,7 +86,8 @@ pub enum Outcome {
     /// Login API refresh call failed: 5xx, 429, timeout, no connection, malformed 2xx, or the
     /// VM's store was full (counted once per call or per request that could not be tracked).
     UpstreamRefreshOutage,
-    /// A rotation that made no call of its own: it waited on another one's or reused an answer.
+    /// A rotation that made no call of its own: it waited on a call of this VM or reused this
+    /// VM's answer.
     UpstreamRefreshCoalesced,
     /// A request to the login, refresh or logout route refused as cross-origin (403).
     CrossOriginRefused,
@@ -97,11 +98,25 @@ pub enum Outcome {
     /// dispatch refused, or a 5xx (Envoy answers a refused connection 503 and a timeout 504
     /// itself); the session may still be valid at the login API (counted besides `LoggedOut`).
     LogoutUpstreamFailed,
+    /// A login API refresh call dispatched (counted once per call).
+    UpstreamRefreshCalls,
+    /// A rotation that made no call of its own: it waited on a call of another VM of the Envoy
+    /// or reused its answer (shared data).
+    UpstreamRefreshJoinedRemote,
+    /// A VM took over a session's lease whose owner did not answer by its deadline (the owner
+    /// died or its call hung): it makes the call itself.
+    UpstreamRefreshLeaseTakenOver,
+    /// A new call took a shared slot whose answer was still reusable (every slot of the session
+    /// was in use): that other session's next rotation calls the API again.
+    UpstreamRefreshSlotOverwritten,
+    /// A call made without a shared lease: every slot of the session held another session's call
+    /// in flight (or writes kept conflicting). Rotations on other VMs may call too.
+    UpstreamRefreshUnshared,
 }
 
 impl Outcome {
     /// Every outcome, in declaration order (`outcome as usize` indexes it).
-    pub const ALL: [Outcome; 28] = [
+    pub const ALL: [Outcome; 33] = [
         Outcome::SessionValid,
         Outcome::RotatedInline,
         Outcome::RotatedByCluster,
@@ -130,6 +145,11 @@ impl Outcome {
         Outcome::CrossOriginRefused,
         Outcome::LogoutUpstreamReached,
         Outcome::LogoutUpstreamFailed,
+        Outcome::UpstreamRefreshCalls,
+        Outcome::UpstreamRefreshJoinedRemote,
+        Outcome::UpstreamRefreshLeaseTakenOver,
+        Outcome::UpstreamRefreshSlotOverwritten,
+        Outcome::UpstreamRefreshUnshared,
     ];
 
     /// A stable snake_case name, used in logs and metric names.
@@ -163,6 +183,11 @@ impl Outcome {
             Outcome::CrossOriginRefused => "cross_origin_refused",
             Outcome::LogoutUpstreamReached => "logout_upstream_reached",
             Outcome::LogoutUpstreamFailed => "logout_upstream_failed",
+            Outcome::UpstreamRefreshCalls => "upstream_refresh_calls",
+            Outcome::UpstreamRefreshJoinedRemote => "upstream_refresh_joined_remote",
+            Outcome::UpstreamRefreshLeaseTakenOver => "upstream_refresh_lease_taken_over",
+            Outcome::UpstreamRefreshSlotOverwritten => "upstream_refresh_slot_overwritten",
+            Outcome::UpstreamRefreshUnshared => "upstream_refresh_unshared",
         }
     }
 }

@@ -13,10 +13,14 @@ pub mod paths;
 pub mod request;
 pub mod session;
 pub mod session_key;
+pub mod shared_calls;
 pub mod tokens;
 pub mod upstream;
 pub mod upstream_session;
 pub mod waiting;
+
+#[cfg(test)]
+mod cross_vm_tests;
 
 use crate::config::Config;
 use crate::error::CallError;

@@ -2,10 +2,15 @@
 //! the per-VM store that gives a burst of them one login API call. Plain data with a deadline
 //! and a bound; no proxy_wasm here and no clock (`now_ms` is passed in, Unix milliseconds).
 //!
-//! The store keeps, per upstream `refreshToken` (keyed by HMAC-SHA256 under a random per-VM
-//! key, so it never holds the token itself as a key and a key tells nothing outside the VM):
-//! - a call waiting to be dispatched or in flight, with the rotations waiting on it, or
+//! The store keeps, per upstream `refreshToken` (keyed by its [`session_key`], the same on every
+//! VM, so it never holds the token itself as a key):
+//! - a call waiting to be dispatched or in flight, with the rotations waiting on it,
+//! - a call another VM of the Envoy makes (its lease in the shared slots), polled on the tick, or
 //! - the answer, reused for [`REUSE_MS`] after it came.
+//!
+//! A session the VM does not know yet is looked up in the slots shared by every VM of the Envoy
+//! (`core::shared_calls`): a live answer there is reused, a live lease is waited on, and
+//! otherwise this VM takes the lease and makes the call, and publishes its answer there.
 //!
 //! The shell asks it (`join`), dispatches what it queues (`take_queued`, `dispatched`), hands it
 //! answers (`on_answer`) and ticks it (`tick`); each of those returns the `Decision` of every
@@ -18,12 +23,14 @@ use crate::core::cookies;
 use crate::core::decision::{Decision, LocalReply, OutboundCall, Outcome, UpstreamReply};
 use crate::core::request::RequestView;
 use crate::core::session;
+use crate::core::session_key;
+use crate::core::shared_calls::{self, Claim, SharedData};
 use crate::core::tokens::{self, Identity};
 use crate::core::upstream::{self, RefreshAnswer};
 use crate::error::CallError;
 
 /// How long an answer is reused for the same `refreshToken`, in milliseconds.
-pub const REUSE_MS: u64 = 30_000;
+pub const REUSE_MS: u64 = shared_calls::REUSE_MS;
 /// How long past `login_timeout_ms` a waiting request may wait before the tick answers it
 /// (Envoy's own timeout of the call normally answers first).
 pub const GRACE_MS: u64 = 500;
@@ -36,6 +43,9 @@ pub const MAX_WAITERS: usize = 4096;
 pub const DISPATCH_TICK_MS: u64 = 1;
 /// Tick period while requests wait on a call, to enforce their deadline.
 pub const DEADLINE_TICK_MS: u64 = 100;
+/// Tick period while requests wait on another VM's call: each tick reads its slot (Envoy's
+/// ticks come about 4 ms apart at this period).
+pub const POLL_TICK_MS: u64 = 1;
 
 /// Which route a rotation belongs to; it decides the shape of the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,8 +150,9 @@ pub struct Settled {
 pub enum Joined {
     /// Decided now (a reused answer, or no call possible): carry it out and count `counts`.
     Now { decision: Decision, counts: Vec<Outcome> },
-    /// The request waits; `dispatch` is true when it queued a new call (the shell must get the
-    /// root context to run `take_queued` soon). `counts` are outcomes to count now.
+    /// The request waits; `dispatch` is true when it queued a new call or waits on another
+    /// VM's (the shell must get the root context to tick soon: `take_queued`, `tick`).
+    /// `counts` are outcomes to count now.
     Wait { dispatch: bool, counts: Vec<Outcome> },
 }
 
@@ -159,6 +170,8 @@ enum State {
     InFlight { token: Option<u32> },
     /// The answer, reused until `until_ms`.
     Answered { answer: RefreshAnswer, until_ms: u64 },
+    /// Another VM holds the session's lease in shared slot `slot`: the tick polls it.
+    Remote { slot: u32 },
 }
 
 #[derive(Debug)]
@@ -169,11 +182,16 @@ struct Entry {
     waiters: Vec<(u32, Rotation)>,
     /// When the requests stop waiting: queued time + `login_timeout_ms` + [`GRACE_MS`].
     deadline_ms: u64,
+    /// The shared slot where this VM holds the session's lease, to publish the answer in.
+    lease: Option<u32>,
+    /// The call or answer is another VM's: joining it counts as joined from another VM.
+    remote: bool,
 }
 
 /// The per-VM store of login API refresh calls and their answers (see module doc).
 pub struct UpstreamCalls {
-    hash_key: Key,
+    /// This VM's id, the owner of the leases it takes (random: unique among the VMs).
+    vm: u32,
     entries: HashMap<Key, Entry>,
     /// Insertion order of `entries`, for eviction (may hold keys already removed).
     order: VecDeque<Key>,
@@ -185,10 +203,10 @@ pub struct UpstreamCalls {
 }
 
 impl UpstreamCalls {
-    /// An empty store; `hash_key` must be random (the shell draws it once per VM).
-    pub fn new(hash_key: [u8; 32]) -> Self {
+    /// An empty store for VM `vm` (the shell draws the id at random once per VM).
+    pub fn new(vm: u32) -> Self {
         UpstreamCalls {
-            hash_key,
+            vm,
             entries: HashMap::new(),
             order: VecDeque::new(),
             by_id: HashMap::new(),
@@ -198,8 +216,8 @@ impl UpstreamCalls {
         }
     }
 
-    fn key(&self, refresh_token: &str) -> Key {
-        hmac_sha256::HMAC::mac(refresh_token.as_bytes(), self.hash_key)
+    fn key(cfg: &Config, refresh_token: &str) -> Key {
+        session_key::of(cfg, refresh_token).0
     }
 
     /// How many requests wait now.
@@ -220,8 +238,11 @@ impl UpstreamCalls {
     /// The tick period the shell should set now, in milliseconds; `None`: no tick needed.
     pub fn tick_period_ms(&self) -> Option<u64> {
         let queued = self.entries.values().any(|e| matches!(e.state, State::Queued(_)));
+        let remote = self.entries.values().any(|e| matches!(e.state, State::Remote { .. }) && !e.waiters.is_empty());
         if queued {
             Some(DISPATCH_TICK_MS)
+        } else if remote {
+            Some(POLL_TICK_MS)
         } else if !self.waiting.is_empty() {
             Some(DEADLINE_TICK_MS)
         } else {
@@ -232,9 +253,9 @@ impl UpstreamCalls {
     /// A rotation of request `context_id`: decided now from a reused answer, or waiting on
     /// the session's call (queued here if there is none). A request that cannot wait, or
     /// that finds the store full, is rotated as in an outage.
-    pub fn join(&mut self, cfg: &Config, context_id: u32, rotation: Rotation, now_ms: u64) -> Joined {
+    pub fn join(&mut self, cfg: &Config, shared: &impl SharedData, context_id: u32, rotation: Rotation, now_ms: u64) -> Joined {
         let now = now_ms / 1000;
-        let key = self.key(&rotation.upstream_refresh);
+        let key = Self::key(cfg, &rotation.upstream_refresh);
         let outage = |rotation: &Rotation, counts: Vec<Outcome>| Joined::Now {
             decision: settle(cfg, rotation, &RefreshAnswer::Outage, now),
             counts,
@@ -247,21 +268,30 @@ impl UpstreamCalls {
             }
         }
         match self.entries.get_mut(&key) {
-            Some(Entry { state: State::Answered { answer, .. }, .. }) => Joined::Now {
+            Some(Entry { state: State::Answered { answer, .. }, remote, .. }) => Joined::Now {
                 decision: settle(cfg, &rotation, answer, now),
-                counts: vec![Outcome::UpstreamRefreshCoalesced],
+                counts: vec![joined_count(*remote)],
             },
             Some(entry) => {
                 if !rotation.can_wait || self.waiting.len() >= MAX_WAITERS {
                     return outage(&rotation, Vec::new());
                 }
+                let count = joined_count(entry.remote);
                 entry.waiters.push((context_id, rotation));
                 self.waiting.insert(context_id, key);
-                Joined::Wait { dispatch: false, counts: vec![Outcome::UpstreamRefreshCoalesced] }
+                Joined::Wait { dispatch: false, counts: vec![count] }
             }
             None => {
+                let session = session_key::SessionKey(key);
                 if !rotation.can_wait {
-                    return outage(&rotation, Vec::new());
+                    // It cannot wait, but another VM's answer may be there to reuse.
+                    return match shared_calls::find_answer(shared, &session, now_ms) {
+                        Some((answer, _)) => Joined::Now {
+                            decision: settle(cfg, &rotation, &answer, now),
+                            counts: vec![Outcome::UpstreamRefreshJoinedRemote],
+                        },
+                        None => outage(&rotation, Vec::new()),
+                    };
                 }
                 let Some(call) = upstream::login_refresh_call(cfg, &rotation.upstream_refresh) else {
                     return outage(&rotation, Vec::new());
@@ -269,21 +299,42 @@ impl UpstreamCalls {
                 if (self.entries.len() >= MAX_SESSIONS && !self.evict_one()) || self.waiting.len() >= MAX_WAITERS {
                     return outage(&rotation, vec![Outcome::UpstreamRefreshOutage]);
                 }
-                let timeout_ms = u64::try_from(cfg.login.timeout.as_millis()).unwrap_or(u64::MAX);
-                let id = CallId(self.next_id);
-                self.next_id = self.next_id.wrapping_add(1);
-                self.entries.insert(key, Entry {
-                    id,
-                    state: State::Queued(call),
-                    waiters: vec![(context_id, rotation)],
-                    deadline_ms: now_ms.saturating_add(timeout_ms).saturating_add(GRACE_MS),
-                });
-                self.order.push_back(key);
-                self.by_id.insert(id, key);
+                let lease_ms = lease_ms(cfg);
+                let mut counts = Vec::new();
+                let (state, lease, deadline_ms) = match shared_calls::claim(shared, self.vm, &session, now_ms, lease_ms) {
+                    Claim::Answer { answer, expiry_ms } => {
+                        let decision = settle(cfg, &rotation, &answer, now);
+                        self.insert(key, State::Answered { answer, until_ms: expiry_ms }, Vec::new(), expiry_ms, None, true);
+                        return Joined::Now { decision, counts: vec![Outcome::UpstreamRefreshJoinedRemote] };
+                    }
+                    Claim::Wait { slot, deadline_ms } => {
+                        counts.push(Outcome::UpstreamRefreshJoinedRemote);
+                        // Room for a takeover's own call past the owner's deadline.
+                        (State::Remote { slot }, None, deadline_ms.saturating_add(lease_ms))
+                    }
+                    Claim::Leased { slot, took_over, overwrote_live, .. } => {
+                        counts.extend(claim_counts(took_over, overwrote_live));
+                        (State::Queued(call), Some(slot), now_ms.saturating_add(lease_ms))
+                    }
+                    Claim::NoRoom => {
+                        counts.push(Outcome::UpstreamRefreshUnshared);
+                        (State::Queued(call), None, now_ms.saturating_add(lease_ms))
+                    }
+                };
+                let remote = matches!(state, State::Remote { .. });
+                self.insert(key, state, vec![(context_id, rotation)], deadline_ms, lease, remote);
                 self.waiting.insert(context_id, key);
-                Joined::Wait { dispatch: true, counts: Vec::new() }
+                Joined::Wait { dispatch: true, counts }
             }
         }
+    }
+
+    fn insert(&mut self, key: Key, state: State, waiters: Vec<(u32, Rotation)>, deadline_ms: u64, lease: Option<u32>, remote: bool) {
+        let id = CallId(self.next_id);
+        self.next_id = self.next_id.wrapping_add(1);
+        self.entries.insert(key, Entry { id, state, waiters, deadline_ms, lease, remote });
+        self.order.push_back(key);
+        self.by_id.insert(id, key);
     }
 
     /// Drops the oldest reusable answer; false when every entry is a call still going on.
@@ -336,9 +387,9 @@ impl UpstreamCalls {
         calls
     }
 
-    /// The host's answer to dispatching call `id`: its token, or an error, which answers every
-    /// waiting request as an outage.
-    pub fn dispatched(&mut self, cfg: &Config, id: CallId, result: Result<u32, CallError>, now_ms: u64) -> Settled {
+    /// The host's answer to dispatching call `id`: its token (one call made), or an error,
+    /// which answers every waiting request as an outage.
+    pub fn dispatched(&mut self, cfg: &Config, shared: &impl SharedData, id: CallId, result: Result<u32, CallError>, now_ms: u64) -> Settled {
         let Some(key) = self.by_id.get(&id).copied() else { return Settled::default() };
         match result {
             Ok(token) => {
@@ -346,33 +397,40 @@ impl UpstreamCalls {
                     entry.state = State::InFlight { token: Some(token) };
                     self.by_token.insert(token, key);
                 }
-                Settled::default()
+                Settled { decisions: Vec::new(), counts: vec![Outcome::UpstreamRefreshCalls] }
             }
-            Err(error) => self.answer(cfg, key, Err(&error), now_ms),
+            Err(error) => self.answer(cfg, shared, key, Err(&error), now_ms),
         }
     }
 
     /// The login API's answer to the call with host token `token` (`Err` when Envoy reported
     /// no answer: timeout, reset, refused connection). Unknown tokens settle nothing.
-    pub fn on_answer(&mut self, cfg: &Config, token: u32, reply: Result<&UpstreamReply, &CallError>, now_ms: u64) -> Settled {
+    pub fn on_answer(&mut self, cfg: &Config, shared: &impl SharedData, token: u32, reply: Result<&UpstreamReply, &CallError>, now_ms: u64) -> Settled {
         match self.by_token.remove(&token) {
-            Some(key) => self.answer(cfg, key, reply, now_ms),
+            Some(key) => self.answer(cfg, shared, key, reply, now_ms),
             None => Settled::default(),
         }
     }
 
-    fn answer(&mut self, cfg: &Config, key: Key, reply: Result<&UpstreamReply, &CallError>, now_ms: u64) -> Settled {
+    fn answer(&mut self, cfg: &Config, shared: &impl SharedData, key: Key, reply: Result<&UpstreamReply, &CallError>, now_ms: u64) -> Settled {
         let answer = upstream::parse_login_refresh_reply(cfg, reply);
         let count = match answer {
             RefreshAnswer::Renewed(_) => Outcome::UpstreamRefreshRenewed,
             RefreshAnswer::Ended => Outcome::UpstreamRefreshEnded,
             RefreshAnswer::Outage => Outcome::UpstreamRefreshOutage,
         };
-        self.settle_entry(cfg, key, answer, vec![count], now_ms)
+        // Published for every VM; the answer that wins there is the one every VM settles with.
+        let lease = self.entries.get(&key).and_then(|e| e.lease);
+        let (answer, until_ms) = match lease {
+            Some(slot) => shared_calls::publish(shared, &session_key::SessionKey(key), slot, answer, now_ms),
+            None => (answer, now_ms.saturating_add(REUSE_MS)),
+        };
+        self.settle_entry(cfg, key, answer, vec![count], now_ms, until_ms)
     }
 
-    /// Answers every waiter of entry `key` with `answer` and keeps the answer for reuse.
-    fn settle_entry(&mut self, cfg: &Config, key: Key, answer: RefreshAnswer, counts: Vec<Outcome>, now_ms: u64) -> Settled {
+    /// Answers every waiter of entry `key` with `answer` and keeps the answer for reuse until
+    /// `until_ms`.
+    fn settle_entry(&mut self, cfg: &Config, key: Key, answer: RefreshAnswer, counts: Vec<Outcome>, now_ms: u64, until_ms: u64) -> Settled {
         let Some(entry) = self.entries.get_mut(&key) else { return Settled::default() };
         let waiters = std::mem::take(&mut entry.waiters);
         if let State::InFlight { token: Some(token) } = entry.state {
@@ -386,36 +444,112 @@ impl UpstreamCalls {
                 (context_id, settle(cfg, &rotation, &answer, now))
             })
             .collect();
-        entry.state = State::Answered { answer, until_ms: now_ms.saturating_add(REUSE_MS) };
+        entry.state = State::Answered { answer, until_ms };
+        entry.lease = None;
         Settled { decisions, counts }
     }
 
     /// Enforces deadlines: requests whose call has not answered by its deadline are answered
     /// as in an outage (and that answer is reused, so the session does not call again at once);
-    /// reusable answers past [`REUSE_MS`] are dropped.
-    pub fn tick(&mut self, cfg: &Config, now_ms: u64) -> Settled {
+    /// reusable answers past their reuse time are dropped. Calls of other VMs that requests
+    /// wait on are polled: their answer settles the requests, an expired lease is taken over
+    /// (the call is then queued here).
+    pub fn tick(&mut self, cfg: &Config, shared: &impl SharedData, now_ms: u64) -> Settled {
+        let mut settled = Settled::default();
+        self.poll_remote(cfg, shared, now_ms, &mut settled);
         let expired: Vec<Key> = self
             .entries
             .iter()
             .filter(|(_, e)| match e.state {
                 State::Answered { until_ms, .. } => until_ms <= now_ms,
-                State::Queued(_) | State::InFlight { .. } => e.deadline_ms <= now_ms,
+                State::Queued(_) | State::InFlight { .. } | State::Remote { .. } => e.deadline_ms <= now_ms,
             })
             .map(|(k, _)| *k)
             .collect();
-        let mut settled = Settled::default();
         for key in expired {
             let answered = self.entries.get(&key).is_some_and(|e| matches!(e.state, State::Answered { .. }));
             if answered {
                 self.remove(&key);
             } else {
-                let more = self.settle_entry(cfg, key, RefreshAnswer::Outage, vec![Outcome::UpstreamRefreshOutage], now_ms);
+                let until_ms = now_ms.saturating_add(REUSE_MS);
+                let more = self.settle_entry(cfg, key, RefreshAnswer::Outage, vec![Outcome::UpstreamRefreshOutage], now_ms, until_ms);
                 settled.decisions.extend(more.decisions);
                 settled.counts.extend(more.counts);
             }
         }
         settled
     }
+
+    fn poll_remote(&mut self, cfg: &Config, shared: &impl SharedData, now_ms: u64, settled: &mut Settled) {
+        let remote: Vec<(Key, u32, bool)> = self
+            .entries
+            .iter()
+            .filter_map(|(k, e)| match e.state {
+                State::Remote { slot } => Some((*k, slot, e.waiters.is_empty())),
+                _ => None,
+            })
+            .collect();
+        let lease_ms = lease_ms(cfg);
+        for (key, slot, abandoned) in remote {
+            if abandoned {
+                // Nobody here waits on it any more: forget it (never take a lease for nobody).
+                self.remove(&key);
+                continue;
+            }
+            let claim = shared_calls::poll(shared, self.vm, &session_key::SessionKey(key), slot, now_ms, lease_ms);
+            match claim {
+                Claim::Answer { answer, expiry_ms } => {
+                    let more = self.settle_entry(cfg, key, answer, Vec::new(), now_ms, expiry_ms);
+                    settled.decisions.extend(more.decisions);
+                }
+                Claim::Wait { slot, deadline_ms } => {
+                    if let Some(entry) = self.entries.get_mut(&key) {
+                        entry.state = State::Remote { slot };
+                        entry.deadline_ms = deadline_ms.saturating_add(lease_ms);
+                    }
+                }
+                Claim::Leased { .. } | Claim::NoRoom => {
+                    let (lease, counts) = match claim {
+                        Claim::Leased { slot, took_over, overwrote_live, .. } => (Some(slot), claim_counts(took_over, overwrote_live)),
+                        _ => (None, vec![Outcome::UpstreamRefreshUnshared]),
+                    };
+                    let Some(entry) = self.entries.get_mut(&key) else { continue };
+                    let call = entry.waiters.first().and_then(|(_, r)| upstream::login_refresh_call(cfg, &r.upstream_refresh));
+                    let Some(call) = call else { continue };
+                    entry.state = State::Queued(call);
+                    entry.lease = lease;
+                    entry.deadline_ms = now_ms.saturating_add(lease_ms);
+                    settled.counts.extend(counts);
+                }
+            }
+        }
+    }
+}
+
+/// How long a lease holds: the call's own timeout (`login_timeout_ms`) plus [`GRACE_MS`].
+fn lease_ms(cfg: &Config) -> u64 {
+    u64::try_from(cfg.login.timeout.as_millis()).unwrap_or(u64::MAX).saturating_add(GRACE_MS)
+}
+
+/// What joining an existing call or answer counts: this VM's, or another's.
+fn joined_count(remote: bool) -> Outcome {
+    if remote {
+        Outcome::UpstreamRefreshJoinedRemote
+    } else {
+        Outcome::UpstreamRefreshCoalesced
+    }
+}
+
+/// What taking a lease counts.
+fn claim_counts(took_over: bool, overwrote_live: bool) -> Vec<Outcome> {
+    let mut counts = Vec::new();
+    if took_over {
+        counts.push(Outcome::UpstreamRefreshLeaseTakenOver);
+    }
+    if overwrote_live {
+        counts.push(Outcome::UpstreamRefreshSlotOverwritten);
+    }
+    counts
 }
 
 /// The decision for a protected request or the refresh route once its ETLS refresh token
@@ -449,6 +583,7 @@ mod tests {
     use crate::core::decide;
     use crate::core::upstream::Renewal;
     use crate::core::testing::*;
+    use crate::core::shared_calls::testing::MemShared;
     use serde_json::json;
 
     const NOW_MS: u64 = NOW * 1000;
@@ -631,26 +766,27 @@ mod tests {
     }
 
     fn store() -> UpstreamCalls {
-        UpstreamCalls::new([7; 32])
+        UpstreamCalls::new(7)
     }
 
     #[test]
     fn a_burst_shares_one_call_and_the_answer_is_reused_for_30_s() {
         let c = cfg();
         let mut s = store();
-        assert_eq!(s.join(&c, 10, rotation_for(&c, "GET", "/a", "ur"), NOW_MS), Joined::Wait { dispatch: true, counts: vec![] });
+        let sh = MemShared::default();
+        assert_eq!(s.join(&c, &sh, 10, rotation_for(&c, "GET", "/a", "ur"), NOW_MS), Joined::Wait { dispatch: true, counts: vec![] });
         assert_eq!(s.tick_period_ms(), Some(DISPATCH_TICK_MS));
         for id in 11..74 {
-            let joined = s.join(&c, id, rotation_for(&c, "GET", &format!("/b/{id}"), "ur"), NOW_MS + 5);
+            let joined = s.join(&c, &sh, id, rotation_for(&c, "GET", &format!("/b/{id}"), "ur"), NOW_MS + 5);
             assert_eq!(joined, Joined::Wait { dispatch: false, counts: vec![Outcome::UpstreamRefreshCoalesced] });
         }
         let queued = s.take_queued();
         assert_eq!(queued.len(), 1);
         assert!(s.take_queued().is_empty());
-        assert_eq!(s.dispatched(&c, queued[0].0, Ok(99), NOW_MS + 6), Settled::default());
+        assert_eq!(s.dispatched(&c, &sh, queued[0].0, Ok(99), NOW_MS + 6).counts, [Outcome::UpstreamRefreshCalls]);
         assert_eq!(s.tick_period_ms(), Some(DEADLINE_TICK_MS));
-        assert_eq!(s.on_answer(&c, 98, Ok(&renewed()), NOW_MS + 7), Settled::default(), "unknown token");
-        let settled = s.on_answer(&c, 99, Ok(&renewed()), NOW_MS + 300);
+        assert_eq!(s.on_answer(&c, &sh, 98, Ok(&renewed()), NOW_MS + 7), Settled::default(), "unknown token");
+        let settled = s.on_answer(&c, &sh, 99, Ok(&renewed()), NOW_MS + 300);
         assert_eq!(settled.counts, [Outcome::UpstreamRefreshRenewed]);
         assert_eq!(settled.decisions.len(), 64);
         let mut ids: Vec<u32> = settled.decisions.iter().map(|(id, _)| *id).collect();
@@ -665,24 +801,25 @@ mod tests {
         assert!(cookie_edit(d10).starts_with("theme=dark; accessTokenEtls=") && cookie_edit(d10).contains("; accessToken=ua-new; "));
         assert_eq!(s.waiting(), 0);
         assert_eq!(s.tick_period_ms(), None);
-        assert!(s.on_answer(&c, 99, Ok(&renewed()), NOW_MS + 301).decisions.is_empty(), "answered once");
+        assert!(s.on_answer(&c, &sh, 99, Ok(&renewed()), NOW_MS + 301).decisions.is_empty(), "answered once");
 
         // Reused within 30 s, also for a request that cannot wait; asked again after.
-        let again = s.join(&c, 80, rotation_for(&c, "GET", "/c", "ur"), NOW_MS + 300 + REUSE_MS - 1);
+        let again = s.join(&c, &sh, 80, rotation_for(&c, "GET", "/c", "ur"), NOW_MS + 300 + REUSE_MS - 1);
         assert!(matches!(again, Joined::Now { ref counts, .. } if counts == &[Outcome::UpstreamRefreshCoalesced]));
         let mut no_wait = rotation_for(&c, "GET", "/c", "ur");
         no_wait.can_wait = false;
-        let Joined::Now { decision, .. } = s.join(&c, 81, no_wait, NOW_MS + 1000) else { panic!() };
+        let Joined::Now { decision, .. } = s.join(&c, &sh, 81, no_wait, NOW_MS + 1000) else { panic!() };
         assert_eq!(set_cookies(&decision).len(), 4, "a reused renewal needs no wait");
-        assert_eq!(s.join(&c, 82, rotation_for(&c, "GET", "/c", "ur"), NOW_MS + 300 + REUSE_MS), Joined::Wait { dispatch: true, counts: vec![] });
+        assert_eq!(s.join(&c, &sh, 82, rotation_for(&c, "GET", "/c", "ur"), NOW_MS + 300 + REUSE_MS), Joined::Wait { dispatch: true, counts: vec![] });
     }
 
     #[test]
     fn sessions_do_not_share_answers() {
         let c = cfg();
         let mut s = store();
-        assert!(matches!(s.join(&c, 1, rotation_for(&c, "GET", "/", "ur-1"), NOW_MS), Joined::Wait { dispatch: true, .. }));
-        assert!(matches!(s.join(&c, 2, rotation_for(&c, "GET", "/", "ur-2"), NOW_MS), Joined::Wait { dispatch: true, .. }));
+        let sh = MemShared::default();
+        assert!(matches!(s.join(&c, &sh, 1, rotation_for(&c, "GET", "/", "ur-1"), NOW_MS), Joined::Wait { dispatch: true, .. }));
+        assert!(matches!(s.join(&c, &sh, 2, rotation_for(&c, "GET", "/", "ur-2"), NOW_MS), Joined::Wait { dispatch: true, .. }));
         let queued = s.take_queued();
         assert_eq!(queued.len(), 2);
         let bodies: Vec<String> = queued.iter().map(|(_, call)| String::from_utf8(call.body.clone().unwrap()).unwrap()).collect();
@@ -693,23 +830,24 @@ mod tests {
     fn waiters_get_an_outage_answer_by_the_deadline_and_leavers_none() {
         let c = cfg();
         let mut s = store();
-        s.join(&c, 1, rotation_for(&c, "GET", "/", "ur"), NOW_MS);
-        s.join(&c, 2, rotation_for(&c, "GET", "/", "ur"), NOW_MS + 10);
-        s.join(&c, 3, rotation_for(&c, "GET", "/", "ur"), NOW_MS + 20);
+        let sh = MemShared::default();
+        s.join(&c, &sh, 1, rotation_for(&c, "GET", "/", "ur"), NOW_MS);
+        s.join(&c, &sh, 2, rotation_for(&c, "GET", "/", "ur"), NOW_MS + 10);
+        s.join(&c, &sh, 3, rotation_for(&c, "GET", "/", "ur"), NOW_MS + 20);
         let (id, _) = s.take_queued()[0];
-        s.dispatched(&c, id, Ok(5), NOW_MS + 1);
+        s.dispatched(&c, &sh, id, Ok(5), NOW_MS + 1);
         s.leave(2);
         assert_eq!(s.waiting(), 2);
         let deadline = NOW_MS + 1000 + GRACE_MS;
-        assert_eq!(s.tick(&c, deadline - 1), Settled::default());
-        let settled = s.tick(&c, deadline);
+        assert_eq!(s.tick(&c, &sh, deadline - 1), Settled::default());
+        let settled = s.tick(&c, &sh, deadline);
         assert_eq!(settled.counts, [Outcome::UpstreamRefreshOutage]);
         let ids: Vec<u32> = settled.decisions.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, [1, 3]);
         assert!(settled.decisions.iter().all(|(_, d)| outcome(d) == Outcome::RotatedInline && set_cookies(d).len() == 2));
-        assert!(s.on_answer(&c, 5, Ok(&renewed()), deadline + 5).decisions.is_empty(), "a late answer is dropped");
-        assert!(matches!(s.join(&c, 4, rotation_for(&c, "GET", "/", "ur"), deadline + 10), Joined::Now { .. }), "outage reused");
-        assert_eq!(s.tick(&c, deadline + REUSE_MS), Settled::default());
+        assert!(s.on_answer(&c, &sh, 5, Ok(&renewed()), deadline + 5).decisions.is_empty(), "a late answer is dropped");
+        assert!(matches!(s.join(&c, &sh, 4, rotation_for(&c, "GET", "/", "ur"), deadline + 10), Joined::Now { .. }), "outage reused");
+        assert_eq!(s.tick(&c, &sh, deadline + REUSE_MS), Settled::default());
         assert!(s.is_empty(), "expired answers are dropped by the tick");
     }
 
@@ -717,10 +855,11 @@ mod tests {
     fn a_failed_dispatch_answers_every_waiter_as_an_outage() {
         let c = cfg();
         let mut s = store();
-        s.join(&c, 1, rotation_for(&c, "GET", "/", "ur"), NOW_MS);
-        s.join(&c, 2, rotation_for(&c, "GET", "/", "ur"), NOW_MS);
+        let sh = MemShared::default();
+        s.join(&c, &sh, 1, rotation_for(&c, "GET", "/", "ur"), NOW_MS);
+        s.join(&c, &sh, 2, rotation_for(&c, "GET", "/", "ur"), NOW_MS);
         let (id, _) = s.take_queued()[0];
-        let settled = s.dispatched(&c, id, Err(CallError::Dispatch("BadArgument".into())), NOW_MS);
+        let settled = s.dispatched(&c, &sh, id, Err(CallError::Dispatch("BadArgument".into())), NOW_MS);
         assert_eq!((settled.decisions.len(), settled.counts), (2, vec![Outcome::UpstreamRefreshOutage]));
     }
 
@@ -728,25 +867,17 @@ mod tests {
     fn the_store_is_bounded() {
         let c = cfg();
         let mut s = store();
+        let sh = MemShared::default();
         for i in 0..MAX_SESSIONS as u32 {
-            assert!(matches!(s.join(&c, i, rotation_for(&c, "GET", "/", &format!("ur-{i}")), NOW_MS), Joined::Wait { dispatch: true, .. }));
+            assert!(matches!(s.join(&c, &sh, i, rotation_for(&c, "GET", "/", &format!("ur-{i}")), NOW_MS), Joined::Wait { dispatch: true, .. }));
         }
-        let full = s.join(&c, 5000, rotation_for(&c, "GET", "/", "ur-new"), NOW_MS);
+        let full = s.join(&c, &sh, 5000, rotation_for(&c, "GET", "/", "ur-new"), NOW_MS);
         let Joined::Now { decision, counts } = full else { panic!("{full:?}") };
         assert_eq!((outcome(&decision), counts), (Outcome::RotatedInline, vec![Outcome::UpstreamRefreshOutage]));
         // Once answered, the oldest answers make room.
-        let settled = s.tick(&c, NOW_MS + 1000 + GRACE_MS);
+        let settled = s.tick(&c, &sh, NOW_MS + 1000 + GRACE_MS);
         assert_eq!(settled.decisions.len(), MAX_SESSIONS);
-        assert!(matches!(s.join(&c, 5001, rotation_for(&c, "GET", "/", "ur-new"), NOW_MS + 2000), Joined::Wait { dispatch: true, .. }));
+        assert!(matches!(s.join(&c, &sh, 5001, rotation_for(&c, "GET", "/", "ur-new"), NOW_MS + 2000), Joined::Wait { dispatch: true, .. }));
         assert_eq!(s.len(), MAX_SESSIONS);
-    }
-
-    #[test]
-    fn keys_are_keyed_hashes_not_tokens() {
-        let a = UpstreamCalls::new([1; 32]);
-        let b = UpstreamCalls::new([2; 32]);
-        assert_ne!(a.key("ur"), b.key("ur"));
-        assert_ne!(a.key("ur").to_vec(), b"ur".to_vec());
-        assert_eq!(a.key("ur"), a.key("ur"));
     }
 }

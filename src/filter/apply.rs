@@ -126,7 +126,7 @@ impl Carrier<'_> {
                 // Only ever borrowed for the length of one core call; if it somehow were
                 // borrowed already, rotate as in an outage rather than trap.
                 let joined = match self.calls.try_borrow_mut() {
-                    Ok(mut calls) => calls.join(cfg, id, *rotation, now_ms()),
+                    Ok(mut calls) => calls.join(cfg, &super::shared::HostShared, id, *rotation, now_ms()),
                     Err(_) => Joined::Now {
                         decision: upstream_session::settle(cfg, &rotation, &RefreshAnswer::Outage, now()),
                         counts: vec![Outcome::UpstreamRefreshOutage],

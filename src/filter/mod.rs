@@ -6,6 +6,7 @@ mod host;
 mod http;
 mod metrics;
 mod root;
+mod shared;
 #[cfg(feature = "test-trap")]
 mod trap;
 

@@ -18,9 +18,11 @@ use super::apply::{now_ms, set_vm_tick, Carrier, Handoff, Step};
 use super::host;
 use super::http::{read_call_reply, AuthFilter};
 use super::metrics::Metrics;
+use super::shared::HostShared;
 use crate::config::Config;
 use crate::core::cache::TokenCache;
 use crate::core::request::RequestView;
+use crate::core::shared_calls;
 use crate::core::decision::Decision;
 use crate::core::upstream_session::{Settled, UpstreamCalls};
 use crate::core::waiting::Waiting;
@@ -174,7 +176,7 @@ impl Context for AuthRoot {
         let (Some(cfg), Some(calls)) = (self.config.clone(), self.calls.clone()) else { return };
         let reply = if num_headers == 0 { Err(CallError::NoResponse) } else { Ok(read_call_reply(body_size)) };
         let settled = match calls.try_borrow_mut() {
-            Ok(mut store) => store.on_answer(&cfg, token_id, reply.as_ref(), now_ms()),
+            Ok(mut store) => store.on_answer(&cfg, &HostShared, token_id, reply.as_ref(), now_ms()),
             Err(_) => Settled::default(),
         };
         self.carry_out_settled(&calls, settled);
@@ -193,12 +195,14 @@ impl RootContext for AuthRoot {
             self.metrics = Some(Rc::new(Metrics::define()));
         }
         if self.calls.is_none() {
-            let mut hash_key = [0u8; 32];
-            if getrandom::fill(&mut hash_key).is_err() {
-                log::error!("etls-auth: no random bytes for the refresh store's key: refusing to start");
+            let mut vm = [0u8; 4];
+            if getrandom::fill(&mut vm).is_err() {
+                log::error!("etls-auth: no random bytes for this VM's id: refusing to start");
                 return false;
             }
-            self.calls = Some(Rc::new(RefCell::new(UpstreamCalls::new(hash_key))));
+            self.calls = Some(Rc::new(RefCell::new(UpstreamCalls::new(u32::from_le_bytes(vm)))));
+            // Every shared slot exists from now on, so that every later write is a CAS.
+            shared_calls::prepare_slots(&HostShared);
         }
         match Config::parse(&raw, secret_from_env) {
             Ok(config) => {
@@ -225,7 +229,11 @@ impl RootContext for AuthRoot {
         };
         let now = now_ms();
         let (queued, mut settled) = match calls.try_borrow_mut() {
-            Ok(mut store) => (store.take_queued(), store.tick(&cfg, now)),
+            // The tick first: a lease it takes over queues a call to dispatch now.
+            Ok(mut store) => {
+                let settled = store.tick(&cfg, &HostShared, now);
+                (store.take_queued(), settled)
+            }
             Err(_) => return,
         };
         for (id, call) in queued {
@@ -235,8 +243,12 @@ impl RootContext for AuthRoot {
                     log::warn!("etls-auth: dispatch to cluster {} failed: {status:?}", call.cluster);
                     CallError::Dispatch(format!("{status:?}"))
                 });
+            #[cfg(feature = "test-trap")]
+            if result.is_ok() {
+                super::trap::after_dispatch();
+            }
             if let Ok(mut store) = calls.try_borrow_mut() {
-                let more = store.dispatched(&cfg, id, result, now);
+                let more = store.dispatched(&cfg, &HostShared, id, result, now);
                 settled.decisions.extend(more.decisions);
                 settled.counts.extend(more.counts);
             }
@@ -245,7 +257,7 @@ impl RootContext for AuthRoot {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let calls = self.calls.clone().unwrap_or_else(|| Rc::new(RefCell::new(UpstreamCalls::new([0; 32]))));
+        let calls = self.calls.clone().unwrap_or_else(|| Rc::new(RefCell::new(UpstreamCalls::new(0))));
         Some(Box::new(AuthFilter::new(
             context_id,
             self.config.clone(),

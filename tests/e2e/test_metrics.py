@@ -19,6 +19,8 @@ OUTCOMES = [
     "method_not_allowed", "internal_error", "denied_session_ended", "denied_no_upstream_session",
     "upstream_refresh_renewed", "upstream_refresh_ended", "upstream_refresh_outage", "upstream_refresh_coalesced",
     "cross_origin_refused", "logout_upstream_reached", "logout_upstream_failed",
+    "upstream_refresh_calls", "upstream_refresh_joined_remote", "upstream_refresh_lease_taken_over",
+    "upstream_refresh_slot_overwritten", "upstream_refresh_unshared",
 ]
 LOGIN = "/api/auth/login"
 JSON = {"Content-Type": "application/json"}
