@@ -175,10 +175,10 @@ def test_every_workers_cache_forgets_a_removed_key_after_a_push(upstreams, how):
         e.stop()
 
 
-def test_upstream_refresh_coalescing_is_per_worker(make_gateway, login_api):
-    """With login_refresh_path, 64 concurrent rotations of one session share one login API call
-    per Wasm VM: spread over four workers they make one call per worker that got a connection
-    (docs/operations.md, Scaling out: the coalescing is per worker), and all 64 succeed."""
+def test_upstream_refresh_coalescing_spans_the_workers(make_gateway, login_api):
+    """With login_refresh_path, 64 concurrent rotations of one session spread over four workers
+    share one login API call for the whole Envoy (docs/workers-and-replicas.md, "One Envoy, all
+    workers": the workers' VMs meet in shared data), and all 64 succeed."""
     gw = make_gateway("workers-upstream", mode="inline", concurrency=WORKERS, login_refresh_path="/refresh")
     n = 64
     expired = tokens.expired_access(4545, "user")
@@ -193,5 +193,5 @@ def test_upstream_refresh_coalescing_is_per_worker(make_gateway, login_api):
     workers_used = len([w for w in after if after[w] > before.get(w, 0)])
     calls = [s for s in login_api.requests() if s.path == "/refresh"]
     assert workers_used == WORKERS
-    assert len(calls) == workers_used, f"{len(calls)} login API refresh calls for {workers_used} workers"
+    assert len(calls) == 1, f"{len(calls)} login API refresh calls for {workers_used} workers"
     assert {s.json()["refreshToken"] for s in calls} == {"upstream-refresh-4545"}
