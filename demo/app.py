@@ -10,8 +10,9 @@ GET /        protected page: who you are, from the headers the filter set; a log
 GET /admin   protected page that the app itself restricts to role "admin"
 GET /whoami  protected JSON: the identity headers the app received
 GET /session.json  protected JSON the signed-in page polls every second: who, the access token's
-             times (for the countdown; a new iat is a rotation) and the filter's counters read
-             from Envoy's admin stats (--envoy-admin)
+             times (for the countdown; a new iat is a rotation), when the session ends for good
+             (auth_time + --max-session-s) and the filter's counters read from Envoy's admin
+             stats (--envoy-admin)
 GET /healthz readiness probe for scripts/demo.sh (only useful on the app's own port)
 """
 
@@ -35,6 +36,9 @@ ACCESS_COOKIE = "accessTokenEtls"
 REFRESH_COOKIE = "refreshTokenEtls"
 # Envoy's admin address (http://127.0.0.1:9901), set by --envoy-admin; None: no counters panel.
 ENVOY_ADMIN = None
+# The filter's max_session_s (--max-session-s, what scripts/demo.sh configured): a session ends for
+# good at the token's auth_time + this, however active it is (docs/sessions.md).
+MAX_SESSION_S = 2592000
 
 STYLE = """
   :root { --ink: #1d2430; --muted: #5f6b7a; --line: #e3e7ed; --accent: #2457c5; --ok: #1b7a43; --bad: #b3261e; }
@@ -190,6 +194,8 @@ HOME_PAGE = """<!doctype html>
     <tr><th>Access token issued</th><td id="token-iat">{iat}</td></tr>
     <tr><th>Access token expires</th><td id="token-exp">{exp}</td></tr>
     <tr><th>Session (refresh token) ends</th><td id="refresh-exp">{refresh_exp}</td></tr>
+    <tr><th>Signed in (<code>auth_time</code>)</th><td id="auth-time">{auth_time}</td></tr>
+    <tr><th>Session ends for good (<code>auth_time</code> + <code>max_session_s</code>)</th><td id="session-end">{session_end}</td></tr>
     <tr><th>Page served</th><td id="served-at">{now}</td></tr>
     <tr><th><code>document.cookie</code></th><td><code id="js-cookies"></code></td></tr>
   </table>
@@ -316,6 +322,16 @@ def token_claims(cookie_header, cookie_name=ACCESS_COOKIE):
     return {}
 
 
+def session_end(cookie_header):
+    """(auth_time, auth_time + MAX_SESSION_S) from the access token the filter forwarded: when the
+    session started and when it ends for good, whatever the user does. (None, None) for a token
+    without auth_time."""
+    auth_time = token_claims(cookie_header).get("auth_time")
+    if not isinstance(auth_time, int):
+        return None, None
+    return auth_time, auth_time + MAX_SESSION_S
+
+
 def token_times(cookie_header):
     """(iat, exp) of the access token the filter forwarded."""
     claims = token_claims(cookie_header)
@@ -362,6 +378,7 @@ def session_json(user_id, role, name, cookie_header):
         "access": {"iat": access.get("iat"), "exp": access.get("exp")},
         "access_text": {"iat": fmt_time(access.get("iat")), "exp": fmt_time(access.get("exp"))},
         "refresh_text": {"exp": fmt_time(refresh.get("exp"))},
+        "session_end": session_end(cookie_header)[1],
         "counters": envoy_counters(),
     }
 
@@ -464,6 +481,8 @@ class AppHandler(BaseHTTPRequestHandler):
             iat=fmt_time(iat),
             exp=fmt_time(exp),
             refresh_exp=fmt_time(token_claims(cookie_header, REFRESH_COOKIE).get("exp")),
+            auth_time=fmt_time(session_end(cookie_header)[0]),
+            session_end=fmt_time(session_end(cookie_header)[1]),
             remaining=remaining_text(exp, now),
             now=fmt_time(now),
             live_script=live,
@@ -481,13 +500,16 @@ class DemoServer(ThreadingHTTPServer):
 
 
 def main():
+    global ENVOY_ADMIN, MAX_SESSION_S
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--envoy-admin", metavar="URL",
                         help="Envoy's admin address, e.g. http://127.0.0.1:9901, for the counters panel")
+    parser.add_argument("--max-session-s", type=int, default=MAX_SESSION_S,
+                        help="the filter's max_session_s, to show when a session ends for good (default 2592000)")
     args = parser.parse_args()
-    global ENVOY_ADMIN
+    MAX_SESSION_S = args.max_session_s
     ENVOY_ADMIN = args.envoy_admin.rstrip("/") if args.envoy_admin else None
     server = DemoServer((args.host, args.port), AppHandler)
     print(f"demo app on http://{args.host}:{args.port}/ (open it through Envoy)", flush=True)

@@ -10,7 +10,13 @@ POST /refresh with JSON {"refreshToken": ...} (the filter's `login_refresh_path`
   - a refresh token it issued, user enabled: 200 {"accessToken", "refreshToken", "userData"}, new tokens;
     the old refresh token is then spent, but for 30 s it still gets the same answer (a burst of
     requests spread over several Envoy workers makes several calls with it)
-  - user disabled, or a token it does not know (spent, or from before a restart): 401
+  - user disabled, a session that logged out, or a token it does not know (spent, or from before
+    a restart): 401
+POST /logout with JSON {"refreshToken": ...} (the filter's `login_logout_path`)
+  - ends the session that refresh token belongs to, everywhere: every refresh token of it (the
+    current one and those already spent) gets 401 at /refresh from then on, so a copy of the
+    browser's old cookies is refused at its next rotation. 200 {"message": "Logged out"}, also
+    for a token it does not know (nothing to end).
 GET /healthz: 200 "ok" (readiness probe for scripts/demo.sh)
 
 With --admin-port, a second listener (127.0.0.1 only) disables and enables users while the demo
@@ -54,42 +60,61 @@ REUSE_S = 30
 
 
 class Sessions:
-    """The API's own tokens, in memory: refresh token -> email, access token -> (email, expiry),
-    and the users an admin disabled."""
+    """The API's own tokens, in memory: refresh token -> (email, session), access token -> (email,
+    expiry), the sessions that logged out, and the users an admin disabled. A session is one login
+    and every token its refreshes issued."""
 
     def __init__(self, token_ttl_s):
         self.token_ttl_s = token_ttl_s
         self.lock = threading.Lock()
-        self.refresh = {}   # refresh token -> email
-        self.spent = {}     # spent refresh token -> (email, answer, time it was spent)
+        self.refresh = {}   # refresh token -> (email, session id)
+        self.spent = {}     # spent refresh token -> (email, session id, answer, time it was spent)
         self.access = {}    # access token -> (email, expiry)
+        self.ended = set()  # session ids that logged out
         self.disabled = set()
 
-    def issue(self, email):
-        """New tokens for `email` (called with the lock held)."""
+    def issue(self, email, session):
+        """New tokens for `email` in `session` (called with the lock held)."""
         access = "demo-api-access-" + secrets.token_urlsafe(24)
         refresh = "demo-api-refresh-" + secrets.token_urlsafe(24)
         self.access[access] = (email, time.time() + self.token_ttl_s)
-        self.refresh[refresh] = email
+        self.refresh[refresh] = (email, session)
         return {"accessToken": access, "refreshToken": refresh, "userData": DEMO_USERS[email]["userData"]}
 
     def login(self, email):
         with self.lock:
-            return None if email in self.disabled else self.issue(email)
+            return None if email in self.disabled else self.issue(email, secrets.token_hex(8))
+
+    def logout(self, refresh_token):
+        """Ends the session of `refresh_token` (current or spent); True if it knew the token."""
+        with self.lock:
+            if refresh_token in self.refresh:
+                _, session = self.refresh[refresh_token]
+            elif refresh_token in self.spent:
+                _, session, _, _ = self.spent[refresh_token]
+            else:
+                return False
+            self.ended.add(session)
+            for token, (_, s) in list(self.refresh.items()):
+                if s == session:
+                    del self.refresh[token]
+            return True
 
     def renew(self, refresh_token):
         """The answer to POST /refresh: (status, payload)."""
         now = time.time()
         with self.lock:
-            for token, (_, _, at) in list(self.spent.items()):
+            for token, (_, _, _, at) in list(self.spent.items()):
                 if now - at > REUSE_S:
                     del self.spent[token]
             for token, (_, expiry) in list(self.access.items()):
                 if expiry < now:
                     del self.access[token]
-            email = self.refresh.pop(refresh_token, None)
+            email, session = self.refresh.pop(refresh_token, (None, None))
             if email is None and refresh_token in self.spent:
-                email, answer, _ = self.spent[refresh_token]
+                email, session, answer, _ = self.spent[refresh_token]
+                if session in self.ended:
+                    return 401, {"error": "Session ended"}
                 if email in self.disabled:
                     return 401, {"error": "User disabled"}
                 return 200, answer
@@ -97,8 +122,8 @@ class Sessions:
                 return 401, {"error": "Invalid refresh token"}
             if email in self.disabled:
                 return 401, {"error": "User disabled"}
-            answer = self.issue(email)
-            self.spent[refresh_token] = (email, answer, now)
+            answer = self.issue(email, session)
+            self.spent[refresh_token] = (email, session, answer, now)
             return 200, answer
 
     def set_disabled(self, email, disabled):
@@ -168,18 +193,22 @@ class LoginApiHandler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         path = self.path.split("?", 1)[0]
-        if path not in ("/login", "/refresh"):
+        if path not in ("/login", "/refresh", "/logout"):
             self._reply(404, {"error": "Not found"})
             return
         data = self._json_body()
         if data is None:
             return
-        if path == "/refresh":
+        if path in ("/refresh", "/logout"):
             token = data.get("refreshToken") if isinstance(data, dict) else None
             if not isinstance(token, str):
                 self._reply(400, {"error": "refreshToken must be a string"})
                 return
-            self._reply(*SESSIONS.renew(token))
+            if path == "/refresh":
+                self._reply(*SESSIONS.renew(token))
+            else:
+                SESSIONS.logout(token)
+                self._reply(200, {"message": "Logged out"})
             return
         email = data.get("email") if isinstance(data, dict) else None
         password = data.get("password") if isinstance(data, dict) else None

@@ -6,6 +6,9 @@ Overrides come from environment variables; unset ones leave envoy.yaml as it is:
   ETLS_DEMO_COOKIE_SECURE     cookie_secure of the filter ("true" / "false")
   ETLS_DEMO_LOGIN_REFRESH_PATH  login_refresh_path of the filter (e.g. /refresh: the demo login
                               API's refresh call, so a user disabled at the API is signed out)
+  ETLS_DEMO_LOGIN_LOGOUT_PATH login_logout_path of the filter (e.g. /logout: the demo login API's
+                              logout call, so a logout ends the session for every copy of its cookies)
+  ETLS_DEMO_MAX_SESSION_S     max_session_s of the filter (the absolute session lifetime)
   ETLS_DEMO_LISTEN_PORT       Envoy listener port (10000), also where etls_refresh points
   ETLS_DEMO_ADMIN_PORT        Envoy admin port (9901)
   ETLS_DEMO_APP_PORT          demo app port (8080)
@@ -44,11 +47,18 @@ def filter_overrides():
         if secure not in ("true", "false"):
             sys.exit(f"ETLS_DEMO_COOKIE_SECURE must be true or false, got {secure!r}")
         out["cookie_secure"] = secure == "true"
-    refresh_path = os.environ.get("ETLS_DEMO_LOGIN_REFRESH_PATH")
-    if refresh_path:
-        if not refresh_path.startswith("/") or refresh_path.startswith("//") or any(c in refresh_path for c in "?# "):
-            sys.exit(f"ETLS_DEMO_LOGIN_REFRESH_PATH must be a path such as /refresh, got {refresh_path!r}")
-        out["login_refresh_path"] = refresh_path
+    for var, key, example in (("ETLS_DEMO_LOGIN_REFRESH_PATH", "login_refresh_path", "/refresh"),
+                              ("ETLS_DEMO_LOGIN_LOGOUT_PATH", "login_logout_path", "/logout")):
+        path = os.environ.get(var)
+        if path:
+            if not path.startswith("/") or path.startswith("//") or any(c in path for c in "?# "):
+                sys.exit(f"{var} must be a path such as {example}, got {path!r}")
+            out[key] = path
+    max_session = os.environ.get("ETLS_DEMO_MAX_SESSION_S")
+    if max_session:
+        if not max_session.isdigit() or int(max_session) < 1:
+            sys.exit(f"ETLS_DEMO_MAX_SESSION_S must be a positive integer, got {max_session!r}")
+        out["max_session_s"] = int(max_session)
     return out
 
 

@@ -7,8 +7,13 @@
 #   ENVOY_BIN / ENVOY_PATH     Envoy binary (default: .venv/bin/envoy from scripts/setup.sh, then envoy on PATH)
 #   ETLS_DEMO_ACCESS_TTL_S     access token lifetime in seconds (default: envoy.yaml's), e.g. 20 to watch rotation
 #   ETLS_DEMO_COOKIE_SECURE    true/false: override cookie_secure (default: envoy.yaml's)
-#   ETLS_DEMO_LOGIN_REFRESH_PATH  e.g. /refresh: set login_refresh_path, so every rotation asks the
-#                              demo login API (a user disabled there is signed out; README, Demo)
+#   ETLS_DEMO_LOGIN_REFRESH_PATH  login_refresh_path (default /refresh): every rotation asks the demo
+#                              login API, so a user disabled there is signed out; empty: not set
+#   ETLS_DEMO_LOGIN_LOGOUT_PATH   login_logout_path (default /logout): a logout ends the session at
+#                              the demo login API, so a copy of the old cookies is refused at its next
+#                              rotation (docs/sessions.md, Logout); empty: not set
+#   ETLS_DEMO_MAX_SESSION_S    max_session_s (default: the filter's, 30 days); the page shows when
+#                              the session ends for good
 #   ETLS_DEMO_LISTEN_PORT, ETLS_DEMO_ADMIN_PORT, ETLS_DEMO_APP_PORT, ETLS_DEMO_LOGIN_API_PORT,
 #   ETLS_DEMO_LOGIN_ADMIN_PORT other ports than 10000, 9901, 8080, 8081, 8082 (the last: the demo
 #                              login API's admin listener, which disables and enables users)
@@ -57,8 +62,12 @@ for port in "$LISTEN_PORT" "$ADMIN_PORT" "$APP_PORT" "$LOGIN_API_PORT" "$LOGIN_A
   fi
 done
 
+# The demo runs with the login API's refresh and logout calls unless told otherwise (an empty value).
+export ETLS_DEMO_LOGIN_REFRESH_PATH=${ETLS_DEMO_LOGIN_REFRESH_PATH-/refresh}
+export ETLS_DEMO_LOGIN_LOGOUT_PATH=${ETLS_DEMO_LOGIN_LOGOUT_PATH-/logout}
+
 CONFIG=envoy.yaml
-if [ -n "${ETLS_DEMO_ACCESS_TTL_S:-}${ETLS_DEMO_COOKIE_SECURE:-}${ETLS_DEMO_LOGIN_REFRESH_PATH:-}${ETLS_DEMO_LISTEN_PORT:-}${ETLS_DEMO_ADMIN_PORT:-}${ETLS_DEMO_APP_PORT:-}${ETLS_DEMO_LOGIN_API_PORT:-}" ]; then
+if [ -n "${ETLS_DEMO_ACCESS_TTL_S:-}${ETLS_DEMO_COOKIE_SECURE:-}${ETLS_DEMO_LOGIN_REFRESH_PATH:-}${ETLS_DEMO_LOGIN_LOGOUT_PATH:-}${ETLS_DEMO_MAX_SESSION_S:-}${ETLS_DEMO_LISTEN_PORT:-}${ETLS_DEMO_ADMIN_PORT:-}${ETLS_DEMO_APP_PORT:-}${ETLS_DEMO_LOGIN_API_PORT:-}" ]; then
   CONFIG=$RUN_DIR/envoy.yaml
   "$PY" demo/render_envoy_config.py envoy.yaml "$CONFIG"
 fi
@@ -100,7 +109,8 @@ python3 demo/login_api.py --port "$LOGIN_API_PORT" --admin-port "$LOGIN_ADMIN_PO
 PIDS+=($!); wait_ready login_api "http://127.0.0.1:$LOGIN_API_PORT/healthz" "$!"
 
 # The app reads the filter's counters from Envoy's admin API for its signed-in page.
-python3 demo/app.py --port "$APP_PORT" --envoy-admin "http://127.0.0.1:$ADMIN_PORT" >"$RUN_DIR/app.log" 2>&1 &
+python3 demo/app.py --port "$APP_PORT" --envoy-admin "http://127.0.0.1:$ADMIN_PORT" \
+  --max-session-s "${ETLS_DEMO_MAX_SESSION_S:-2592000}" >"$RUN_DIR/app.log" 2>&1 &
 PIDS+=($!); wait_ready app "http://127.0.0.1:$APP_PORT/healthz" "$!"
 
 # Run from the repository root: envoy.yaml names the wasm file relative to it.
@@ -112,6 +122,8 @@ PIDS+=($!); wait_ready envoy "http://127.0.0.1:$ADMIN_PORT/ready" "$!"
 ttl_note=""
 [ -n "${ETLS_DEMO_ACCESS_TTL_S:-}" ] && ttl_note=" (access_ttl_s=$ETLS_DEMO_ACCESS_TTL_S)"
 [ -n "${ETLS_DEMO_LOGIN_REFRESH_PATH:-}" ] && ttl_note="$ttl_note (login_refresh_path=$ETLS_DEMO_LOGIN_REFRESH_PATH)"
+[ -n "${ETLS_DEMO_LOGIN_LOGOUT_PATH:-}" ] && ttl_note="$ttl_note (login_logout_path=$ETLS_DEMO_LOGIN_LOGOUT_PATH)"
+[ -n "${ETLS_DEMO_MAX_SESSION_S:-}" ] && ttl_note="$ttl_note (max_session_s=$ETLS_DEMO_MAX_SESSION_S)"
 printf '%s\n' "" \
   "  etls-auth demo is running: open http://localhost:$LISTEN_PORT/" "" \
   "  DEMO-ONLY users (hard-coded in demo/login_api.py, never use them for anything real):" \

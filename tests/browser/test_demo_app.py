@@ -62,3 +62,12 @@ def test_remaining_text():
     assert app.remaining_text(110, 100.2) == "expires in 10 s"
     assert app.remaining_text(100, 103.5) == "expired 3 s ago"
     assert app.remaining_text(None, 1) == "-"
+
+
+def test_the_session_ends_for_good_at_auth_time_plus_max_session_s():
+    header = "accessTokenEtls=" + fake_token({"userId": 1, "iat": 5000, "exp": 5900, "auth_time": 1000})
+    assert app.session_end(header) == (1000, 1000 + app.MAX_SESSION_S)
+    assert app.MAX_SESSION_S == 2592000
+    # A token without auth_time (minted before the filter carried it): nothing to show.
+    assert app.session_end("accessTokenEtls=" + fake_token({"userId": 1, "iat": 5000, "exp": 5900})) == (None, None)
+    assert app.session_end(None) == (None, None)

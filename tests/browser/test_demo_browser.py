@@ -2,7 +2,8 @@
 
 scripts/demo.sh starts, as a subprocess, the demo login API, the demo app and Envoy with the
 real filter and the shipped envoy.yaml (access_ttl_s shortened to 4 s, cookie_secure true, ports
-moved to free ones).
+moved to free ones, and, as the demo always runs, login_refresh_path /refresh and login_logout_path
+/logout).
 The browser signs in through the login form, lands on the protected page and sees its name,
 cannot read the HttpOnly session cookies from JavaScript, stays signed in across an access
 token expiry (the filter rotates both ETLS cookies), and logs out.
@@ -205,8 +206,8 @@ def demo():
         print(d.diagnostics())
 
 
-@pytest.fixture(scope="module")
-def browser():
+def new_chromium():
+    """A headless Chromium driven by WebDriver, with its own profile (its own cookie jar)."""
     OUT.mkdir(parents=True, exist_ok=True)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -216,6 +217,12 @@ def browser():
     service = Service(executable_path=CHROMEDRIVER, log_output=str(OUT / "chromedriver.log"))
     driver = webdriver.Chrome(options=options, service=service)
     driver.set_page_load_timeout(WAIT_S)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = new_chromium()
     try:
         yield driver
     finally:
@@ -330,9 +337,11 @@ def test_sign_in_rotate_and_log_out_in_chromium(demo, browser):
         assert (c["httpOnly"], c["secure"], c["sameSite"], c["path"]) == (True, True, "Strict", "/"), c
     assert jar["accessTokenEtls"]["value"] != old["accessTokenEtls"]
     assert jar["refreshTokenEtls"]["value"] != old["refreshTokenEtls"]
-    # The login API's own tokens are not the filter's to rotate.
-    assert jar["accessToken"]["value"] == old["accessToken"]
-    assert jar["refreshToken"]["value"] == old["refreshToken"]
+    # The demo runs with login_refresh_path: the rotation asked the login API, which renewed its own
+    # tokens too.
+    assert jar["accessToken"]["value"] != old["accessToken"]
+    assert jar["refreshToken"]["value"] != old["refreshToken"]
+    assert jar["refreshToken"]["value"].startswith("demo-api-refresh-")
     new_access = jwt_claims(jar["accessTokenEtls"]["value"])
     assert new_access["userId"] == 1 and new_access["role"] == "admin"
     assert new_access["exp"] > old_access["exp"]
@@ -423,6 +432,56 @@ def test_string_id_user_and_unsafe_next_in_chromium(demo, browser):
     assert "Bob User is signed in, but has role user" in message, message
     assert "/admin needs role admin" in message, message
     b.save_screenshot(str(OUT / "forbidden.png"))
+
+
+def test_a_copy_of_the_cookies_is_refused_after_a_logout_in_chromium(demo, browser):
+    """The demo runs with login_logout_path: logging out in one browser ends the session at the
+    demo login API, so a second browser holding a copy of the old cookies (another device, a
+    stolen cookie) is refused at its next rotation."""
+    b = browser
+    b.delete_all_cookies()
+    b.get(demo.base + "/login?next=%2Fwhoami")
+    submit_login(b, *BOB)
+    wait_for(b, lambda d: urlsplit(d.current_url).path == "/whoami", "/whoami after login")
+
+    # A second browser gets a copy of the four cookies, and is signed in with them. (The first
+    # browser makes no request that could rotate before it logs out: a rotation's answer is reused
+    # for the same refreshToken for 30 s, which a copy holding that token would get; see
+    # docs/sessions.md, Logout.)
+    jar = cookies_by_name(b)
+    copy = new_chromium()
+    try:
+        copy.get(demo.base + "/login")
+        for c in jar.values():
+            copy.add_cookie({k: c[k] for k in ("name", "value", "path", "secure", "httpOnly", "sameSite", "expiry") if k in c})
+        assert sorted(cookies_by_name(copy)) == sorted(ALL_COOKIES)
+        copy.get(demo.base + "/whoami")
+        assert json.loads(copy.find_element(By.TAG_NAME, "body").text)["name"] == "Bob User"
+
+        # Log out in the first browser (what the page's button does): its cookies are gone, and
+        # the login API heard of it.
+        status = b.execute_script(
+            "return fetch('/api/auth/logout', {method: 'POST', credentials: 'same-origin'}).then(r => r.status)")
+        assert status == 200
+        assert b.get_cookies() == []
+        log = demo.run_dir / "login_api.log"
+        wait_for(b, lambda d: '"POST /logout HTTP/1.1" 200' in log.read_text(errors="replace"), "the login API's /logout")
+
+        # The copy keeps a valid access token until it expires; its next rotation asks the login
+        # API, which ended the session: the copy is sent to the login page, every cookie cleared.
+        copy_access = jwt_claims(cookies_by_name(copy)["accessTokenEtls"]["value"]) \
+            if "accessTokenEtls" in cookies_by_name(copy) else {"exp": time.time()}
+        wait_until = copy_access["exp"] + CLOCK_SKEW_S + 1
+        while time.time() < wait_until:  # bounded: at most ACCESS_TTL_S + CLOCK_SKEW_S + 1 s
+            time.sleep(0.2)
+        copy.get(demo.base + "/")
+        wait_for(copy, on_page("/login", "login-form"), "the copy sent to the login page")
+        assert parse_qs(urlsplit(copy.current_url).query) == {"next": ["/"]}
+        assert copy.get_cookies() == []
+        assert '"POST /refresh HTTP/1.1" 401' in log.read_text(errors="replace")
+        b.save_screenshot(str(OUT / "logged-out.png"))
+    finally:
+        copy.quit()
 
 
 def test_demo_sh_stops_every_process_on_sigterm(demo):

@@ -17,6 +17,7 @@ OVERRIDES = {
     "ETLS_DEMO_ACCESS_TTL_S": "7",
     "ETLS_DEMO_COOKIE_SECURE": "true",
     "ETLS_DEMO_LOGIN_REFRESH_PATH": "/refresh",
+    "ETLS_DEMO_LOGIN_LOGOUT_PATH": "/logout",
     "ETLS_DEMO_LISTEN_PORT": "20000",
     "ETLS_DEMO_ADMIN_PORT": "20001",
     "ETLS_DEMO_APP_PORT": "20002",
@@ -72,7 +73,8 @@ def test_rendered_config_changes_only_the_overrides(tmp_path):
     dst = render(tmp_path, OVERRIDES)
     rendered = yaml.safe_load(dst.read_text())
 
-    want = dict(plugin_json(original), access_ttl_s=7, cookie_secure=True, login_refresh_path="/refresh")
+    want = dict(plugin_json(original), access_ttl_s=7, cookie_secure=True, login_refresh_path="/refresh",
+                login_logout_path="/logout")
     assert plugin_json(rendered) == want
     # Every default port moved, and the self-pointing refresh cluster followed the listener.
     mapping = {10000: 20000, 9901: 20001, 8080: 20002, 8081: 20003}
@@ -119,3 +121,9 @@ def test_bad_override_fails_loudly(tmp_path):
                         str(tmp_path / "x.yaml")], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "ETLS_DEMO_LOGIN_REFRESH_PATH" in r.stderr
+    env["ETLS_DEMO_LOGIN_REFRESH_PATH"] = "/refresh"
+    env["ETLS_DEMO_LOGIN_LOGOUT_PATH"] = "logout"
+    r = subprocess.run([sys.executable, str(REPO / "demo" / "render_envoy_config.py"), str(REPO / "envoy.yaml"),
+                        str(tmp_path / "x.yaml")], env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert "ETLS_DEMO_LOGIN_LOGOUT_PATH" in r.stderr

@@ -54,7 +54,8 @@ def api():
 @pytest.fixture(scope="module", params=["inline", "cluster"])
 def rgw(request, upstreams, api):
     gw = start_gateway(upstreams, api.port, "revocation", request.param, concurrency=2,
-                       access_ttl_s=ACCESS_TTL_S, clock_skew_s=0, login_timeout_ms=1000)
+                       access_ttl_s=ACCESS_TTL_S, clock_skew_s=0, login_timeout_ms=1000,
+                       login_logout_path="/logout")
     yield gw
     gw.envoy.stop()
 
@@ -120,6 +121,45 @@ def test_disabled_user_is_signed_out_after_the_access_ttl(rgw, api):
         assert b.login(ALICE).status == 401
     finally:
         api.admin("POST", "/users/alice@example.com/enable")
+
+
+# The filter reuses a login API refresh answer for the same refreshToken for 30 s
+# (docs/sessions.md, Upstream session); a copy that rotates with a token the browser rotated with
+# less than that ago gets the reused answer (docs/sessions.md, Logout). The test waits that out.
+REUSE_S = 30
+
+
+@pytest.mark.parametrize("rotate_first", [False, True])
+def test_a_copy_of_the_cookies_is_refused_after_a_logout(rgw, api, rotate_first):
+    """With login_logout_path, a logout ends the session at the demo login API: a copy of the
+    browser's cookies (another device, a stolen cookie) is denied at its next rotation, whether
+    the browser rotated after the copy was taken (the copy's API token is then a spent one) or not."""
+    a = Browser(rgw)
+    assert a.login(BOB).status == 200
+    copy = Browser(rgw)
+    copy.jar = dict(a.jar)
+    checks.identity(checks.echo(copy.get("/copy-works")), rgw, "u-bob-42", "user")
+    not_before = 0.0
+    if rotate_first:
+        wait_past_access_ttl(a.jar, rgw)
+        r = a.get("/rotated")
+        not_before = time.time() + REUSE_S + 1
+        checks.identity(checks.echo(r), rgw, "u-bob-42", "user")
+        assert sorted(c.name for c in r.set_cookies) == sorted(rgw.cookie_names), r.set_cookie_headers
+        assert a.jar[rgw.upstream_refresh_cookie] != copy.jar[rgw.upstream_refresh_cookie]
+    r = rgw.post(rgw.logout_path, cookies=dict(a.jar))
+    assert r.status == 200 and r.json() == {"message": "Logged out"}, r
+    checks.cleared(r, rgw)
+    a.take(r)
+    assert a.jar == {}
+    wait_past_access_ttl(copy.jar, rgw)
+    while time.time() < not_before:  # bounded: REUSE_S + 1 s
+        time.sleep(0.2)
+    checks.unauthorized(copy.get("/copy-after-logout"), rgw)
+    assert copy.jar == {}
+    # Signing in again starts a new session, which works.
+    assert a.login(BOB).status == 200
+    checks.identity(checks.echo(a.get("/again")), rgw, "u-bob-42", "user")
 
 
 def test_login_api_outage_keeps_the_user_signed_in(rgw, api, upstreams):
