@@ -6,11 +6,10 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use cookie::SameSite;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::core::cookies::{CookieNames, CookiePolicy};
+use crate::core::cookies::{CookieNames, CookiePolicy, SameSite};
 use crate::core::origin::TrustedOrigins;
 use crate::core::tokens::KeyRing;
 use crate::error::{ConfigError, SecretProblem};

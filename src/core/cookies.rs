@@ -1,8 +1,18 @@
 //! The only place that reads our cookies from a `Cookie` header and formats `Set-Cookie` values.
 //! Setting and clearing share one `CookiePolicy`, so a cleared cookie always carries the
 //! attributes it was set with (or the browser keeps it). No proxy_wasm here.
+//!
+//! Cookies are read as the `cookie` crate's `Cookie::parse` reads them (the tests hold the two
+//! equal; the crate is only a dev-dependency now): the crate parses every `Expires` date with the
+//! `time` crate, which the filter never needs, and that was about 30 KB of the `.wasm`.
 
-use cookie::{Cookie, SameSite};
+/// The `SameSite` attribute of every cookie the filter sets (`cookie_same_site`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
 
 /// Largest `Set-Cookie` value the filter ever sends, in bytes (name, value and attributes): the
 /// size RFC 6265 section 6.1 requires browsers to keep; a larger cookie is dropped silently.
@@ -191,9 +201,7 @@ fn segment_end(bytes: &[u8]) -> (usize, bool) {
 /// whitespace is ASCII whitespace (U+0009 to U+000D, space) and UTF-8 needs no check.
 fn value_if_named<'s>(segment: &'s [u8], ascii: bool, name: &str) -> Option<&'s str> {
     if !ascii {
-        let (key, value) = std::str::from_utf8(segment).ok()?.split_once('=')?;
-        let key = key.trim();
-        return (!key.is_empty() && key == name).then(|| value.trim());
+        return name_and_value(std::str::from_utf8(segment).ok()?).filter(|(key, _)| *key == name).map(|(_, value)| value);
     }
     let eq = segment.iter().position(|b| *b == b'=')?;
     let (key, value) = (segment.get(..eq)?, segment.get(eq + 1..)?);
@@ -202,6 +210,15 @@ fn value_if_named<'s>(segment: &'s [u8], ascii: bool, name: &str) -> Option<&'s 
         return None;
     }
     std::str::from_utf8(trim_whitespace(value)).ok()
+}
+
+/// The cookie's name and value in `text` (one cookie, no `;`) as the `cookie` crate's
+/// `Cookie::parse` reads them: what comes before the first `=` and what follows it, trimmed of
+/// Unicode whitespace; `None` without `=` or with an empty name (no cookie).
+fn name_and_value(text: &str) -> Option<(&str, &str)> {
+    let (key, value) = text.split_once('=')?;
+    let key = key.trim();
+    (!key.is_empty()).then(|| (key, value.trim()))
 }
 
 /// `bytes` (ASCII) without the whitespace `str::trim` removes (U+0009 to U+000D, space: unlike
@@ -236,11 +253,11 @@ pub fn with_values(cookie_header: &[u8], renewed: &[(&str, &str)]) -> Vec<u8> {
         if i > 0 {
             out.push(b';');
         }
-        // The name is read by the `cookie` crate; a segment that is not UTF-8 is read lossily,
-        // which cannot make it one of ours unless its name bytes are exactly ours (our names
-        // are ASCII), so every copy of our cookies is renewed.
+        // The name is read as the `cookie` crate reads it; a segment that is not UTF-8 is read
+        // lossily, which cannot make it one of ours unless its name bytes are exactly ours (our
+        // names are ASCII), so every copy of our cookies is renewed.
         let text = String::from_utf8_lossy(segment);
-        let ours = Cookie::parse(text.as_ref()).ok().and_then(|c| renewed.iter().position(|(n, _)| *n == c.name()));
+        let ours = name_and_value(&text).and_then(|(key, _)| renewed.iter().position(|(n, _)| *n == key));
         match ours.and_then(|k| renewed.get(k).map(|pair| (k, pair))) {
             Some((k, (name, value))) => {
                 // Whitespace around the segment is kept; it is whole characters (U+FFFD is not
@@ -274,11 +291,11 @@ pub fn with_values(cookie_header: &[u8], renewed: &[(&str, &str)]) -> Vec<u8> {
 }
 
 /// The value of the cookie called `name` in one `Set-Cookie` header value, if that is its name.
+/// Read as the `cookie` crate's `Cookie::parse` reads it: the cookie is what comes before the
+/// first `;` (the attributes follow), its value as sent (DQUOTEs kept).
 pub fn value_in_set_cookie<'s>(set_cookie: &'s str, name: &str) -> Option<&'s str> {
-    Cookie::parse(set_cookie)
-        .ok()
-        .filter(|c| c.name() == name)
-        .and_then(|c| c.value_raw())
+    let cookie = set_cookie.split(';').next().unwrap_or_default();
+    name_and_value(cookie).filter(|(key, _)| *key == name).map(|(_, value)| value)
 }
 
 /// True when `value` can be a cookie value as is (RFC 6265 `cookie-octet`s, not empty): the
@@ -419,7 +436,16 @@ mod tests {
 
     /// The `cookie` crate's reading and formatting, which the functions above replaced.
     mod reference {
-        use cookie::{Cookie, SameSite};
+        use cookie::Cookie;
+
+        /// The crate's attribute for ours.
+        fn crate_same_site(same_site: super::SameSite) -> cookie::SameSite {
+            match same_site {
+                super::SameSite::Strict => cookie::SameSite::Strict,
+                super::SameSite::Lax => cookie::SameSite::Lax,
+                super::SameSite::None => cookie::SameSite::None,
+            }
+        }
 
         /// `find` as it was, on raw bytes: each `;` segment that is UTF-8 parsed by the crate.
         pub fn find_bytes<'h>(header: &'h [u8], name: &str) -> Option<&'h str> {
@@ -438,12 +464,46 @@ mod tests {
             c.value_raw().map(|raw| if raw.len() == trimmed.len() { raw } else { raw.get(1..raw.len() - 1).unwrap_or(raw) })
         }
 
+        /// `with_values` as it was, reading each segment's name with the crate.
+        pub fn with_values(cookie_header: &[u8], renewed: &[(&str, &str)]) -> Vec<u8> {
+            let mut out = Vec::new();
+            let mut found = vec![false; renewed.len()];
+            for (i, segment) in cookie_header.split(|b| *b == b';').enumerate() {
+                if i > 0 {
+                    out.push(b';');
+                }
+                let text = String::from_utf8_lossy(segment);
+                let ours = Cookie::parse(text.as_ref()).ok().and_then(|c| renewed.iter().position(|(n, _)| *n == c.name()));
+                match ours {
+                    Some(k) => {
+                        let trimmed_start = text.trim_start();
+                        let lead = text.len() - trimmed_start.len();
+                        let trail = trimmed_start.len() - trimmed_start.trim_end().len();
+                        out.extend_from_slice(&segment[..lead]);
+                        out.extend_from_slice(format!("{}={}", renewed[k].0, renewed[k].1).as_bytes());
+                        out.extend_from_slice(&segment[segment.len() - trail..]);
+                        found[k] = true;
+                    }
+                    None => out.extend_from_slice(segment),
+                }
+            }
+            for ((name, value), _) in renewed.iter().zip(&found).filter(|(_, found)| !**found) {
+                match out.iter().rev().find(|b| !b.is_ascii_whitespace()) {
+                    None => {}
+                    Some(b';') => out.push(b' '),
+                    Some(_) => out.extend_from_slice(b"; "),
+                }
+                out.extend_from_slice(format!("{name}={value}").as_bytes());
+            }
+            out
+        }
+
         pub fn value_in_set_cookie<'s>(set_cookie: &'s str, name: &str) -> Option<&'s str> {
             Cookie::parse(set_cookie).ok().filter(|c| c.name() == name).and_then(|c| c.value_raw())
         }
 
-        pub fn format(name: &str, value: &str, secure: bool, same_site: SameSite, domain: Option<&str>, max_age: i64) -> String {
-            let mut c = Cookie::build((name, value)).http_only(true).path("/").secure(secure).same_site(same_site)
+        pub fn format(name: &str, value: &str, secure: bool, same_site: super::SameSite, domain: Option<&str>, max_age: i64) -> String {
+            let mut c = Cookie::build((name, value)).http_only(true).path("/").secure(secure).same_site(crate_same_site(same_site))
                 .max_age(cookie::time::Duration::seconds(max_age));
             if let Some(d) = domain {
                 c = c.domain(d);
@@ -475,7 +535,7 @@ mod tests {
             let out = with_values(h.as_bytes(), &renewed);
             let out = std::str::from_utf8(&out).unwrap();
             let read = |header: &str| -> Vec<(String, String)> {
-                Cookie::split_parse(header).filter_map(Result::ok).map(|c| (c.name().to_owned(), c.value_raw().unwrap_or_default().to_owned())).collect()
+                cookie::Cookie::split_parse(header).filter_map(Result::ok).map(|c| (c.name().to_owned(), c.value_raw().unwrap_or_default().to_owned())).collect()
             };
             let expected: Vec<(String, String)> = read(h).into_iter().map(|(n, v)| match renewed.iter().find(|(r, _)| *r == n) {
                 Some((_, new)) => (n, (*new).to_owned()),
@@ -547,7 +607,12 @@ mod tests {
             }
             if let Ok(text) = std::str::from_utf8(&header) {
                 proptest::prop_assert_eq!(find(&header, "accessTokenEtls"), reference::find(text, "accessTokenEtls"));
+                for name in ["accessTokenEtls", "a", "x", ""] {
+                    proptest::prop_assert_eq!(value_in_set_cookie(text, name), reference::value_in_set_cookie(text, name));
+                }
             }
+            let renewed = [("accessTokenEtls", "A"), ("refreshTokenEtls", "R")];
+            proptest::prop_assert_eq!(with_values(&header, &renewed), reference::with_values(&header, &renewed));
         }
     }
 
