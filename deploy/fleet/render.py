@@ -139,18 +139,23 @@ def endpoints(name: str, port_list: list[int]) -> str:
 {eps}"""
 
 
-# A replica that stops is taken out of the ring (and the front's round robin) within about a
-# second by an active TCP health check; until then, retries go to another host.
+# The front takes a replica that stopped out of its round robin after three failed TCP checks a
+# second apart. The ring has no health check on purpose (see RETRY).
 HEALTH_CHECK = """\
     health_checks:
-    - timeout: 0.5s
+    - timeout: 1s
       interval: 1s
       no_traffic_interval: 1s
-      unhealthy_threshold: 1
+      unhealthy_threshold: 3
       healthy_threshold: 1
       tcp_health_check: {}
 """
 
+# A replica that does not answer is skipped by a retry that walks on along the ring
+# (previous_hosts), to the host every replica picks for that session. No health check and no
+# outlier detection on the ring: each replica would keep its own view of the ring's health, two
+# views that differ send one session's rotations to two replicas, and Envoy's panic mode (fewer
+# than half the hosts healthy, as at start-up) hashes over another set of hosts again.
 RETRY = """\
                   retry_policy:
                     retry_on: connect-failure,refused-stream,reset
@@ -159,7 +164,7 @@ RETRY = """\
                     - name: envoy.retry_host_predicates.previous_hosts
                       typed_config:
                         "@type": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate
-                    host_selection_retry_max_attempts: 3
+                    host_selection_retry_max_attempts: 10
 """
 
 
@@ -239,14 +244,15 @@ static_resources:
 {static_cluster("app", app_port, "The demo app (demo/app.py).")}
 {static_cluster("login_api", login_port, "The demo login API (demo/login_api.py): login_cluster.")}
 {static_cluster("fleet_refresh_router", p['router'], "refresh_cluster: this replica's own router listener.")}
-  # The refresh ports of all the replicas, in the same order on every replica (the same ring).
+  # The refresh ports of all the replicas, the same on every replica (the same ring). A replica
+  # that is down is skipped by the route's retry, not taken out of the ring.
   - name: fleet_refresh
     type: STATIC
-    connect_timeout: 1s
+    connect_timeout: 0.5s
     lb_policy: RING_HASH
     ring_hash_lb_config:
       minimum_ring_size: 1024
-{endpoints("fleet_refresh", all_refresh)}{HEALTH_CHECK}"""
+{endpoints("fleet_refresh", all_refresh)}"""
 
 
 def front(base: int) -> str:

@@ -63,6 +63,11 @@ def test_every_replica_routes_refresh_calls_by_consistent_hash_on_the_session_ke
         route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]
         assert route["route"]["cluster"] == "fleet_refresh"
         assert route["route"]["hash_policy"] == [{"header": {"header_name": KEY}}]
+        retry = route["route"]["retry_policy"]
+        assert [p["name"] for p in retry["retry_host_predicate"]] == ["envoy.retry_host_predicates.previous_hosts"]
+        assert "connect-failure" in retry["retry_on"]
+        # No health check or outlier detection on the ring: every replica's ring stays the same.
+        assert "health_checks" not in ring and "outlier_detection" not in ring
     refresh_ports = [10112, 10122, 10132]
     assert rings == [refresh_ports] * REPLICAS, "every replica must have the same ring"
     front = {c["name"]: c for c in configs["front.yaml"]["static_resources"]["clusters"]}["replicas"]
@@ -93,14 +98,14 @@ def test_run_script_serves_through_the_front_and_stops_every_process_by_pid(tmp_
             time.sleep(0.2)
         from harness.client import request
         r = request(base, "POST", "/api/auth/login", body={"email": "alice@example.com", "password": "alice-demo-password"})
-        assert r.status == 200, r
+        assert r.status == 200, (r, (tmp_path / "login_api.log").read_text())
         jar = {c.name: c.value for c in r.set_cookies}
         assert sorted(jar) == ["accessToken", "accessTokenEtls", "refreshToken", "refreshTokenEtls"]
         demo = render_module()
         # Rotate: the same session with its ETLS access token expired (signed with the demo secret).
         jar["accessTokenEtls"] = tokens.expired_access(1, "admin", secret=demo.DEMO_ACCESS)
         r = request(base, "GET", "/", cookies=jar)
-        assert r.status == 200, r
+        assert r.status == 200, (r, (tmp_path / "login_api.log").read_text())
         renewed = {c.name: c.value for c in r.set_cookies}
         assert sorted(renewed) == ["accessToken", "accessTokenEtls", "refreshToken", "refreshTokenEtls"], r.set_cookie_headers
         assert renewed["refreshToken"] != jar["refreshToken"], "the demo login API renews its refresh token"
@@ -115,7 +120,8 @@ def test_run_script_serves_through_the_front_and_stops_every_process_by_pid(tmp_
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    assert _ports_free([base, base + 10, base + 11, base + 12, base + 20, base + 30, base + 50, base + 51])
+    ports = [base, base + 10, base + 11, base + 12, base + 20, base + 30, base + 50, base + 51]
+    assert _ports_free(ports), f"a port of {ports} is still taken after run.sh stopped:\n{text}"
     log = (tmp_path / "login_api.log").read_text()
     assert log.count('"POST /refresh HTTP/1.1" 200') == 1, log
 
