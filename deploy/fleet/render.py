@@ -141,6 +141,15 @@ def endpoints(name: str, port_list: list[int]) -> str:
 
 # The front takes a replica that stopped out of its round robin after three failed TCP checks a
 # second apart. The ring has no health check on purpose (see RETRY).
+# Envoy lets a cluster have 3 retries under way at once (circuit breaker max_retries): a replica
+# that leaves with a burst on it resets more requests than that at once, and the ones past 3
+# would fail with 503 instead of being retried. As many as requests may be (Envoy's default 1024).
+RETRY_BREAKER = """\
+    circuit_breakers:
+      thresholds:
+      - max_retries: 1024
+"""
+
 HEALTH_CHECK = """\
     health_checks:
     - timeout: 1s
@@ -252,7 +261,7 @@ static_resources:
     lb_policy: RING_HASH
     ring_hash_lb_config:
       minimum_ring_size: 1024
-{endpoints("fleet_refresh", all_refresh)}"""
+{endpoints("fleet_refresh", all_refresh)}{RETRY_BREAKER}"""
 
 
 def front(base: int) -> str:
@@ -284,7 +293,7 @@ static_resources:
     type: STATIC
     connect_timeout: 1s
     lb_policy: ROUND_ROBIN
-{endpoints("replicas", publics)}{HEALTH_CHECK}"""
+{endpoints("replicas", publics)}{RETRY_BREAKER}{HEALTH_CHECK}"""
 
 
 def render(base: int = DEFAULT_BASE, app_port: int = 8080, login_port: int = 8081, wasm: str = WASM,

@@ -1,5 +1,5 @@
 """Helpers for the fleet tests (tests/e2e/test_fleet*.py) and the replica-leaving measurement
-(bench/fleet_leave.py): the shipped fleet (deploy/fleet/render.py) started on free loopback ports
+(tests/load/fleet_leave.py): the shipped fleet (deploy/fleet/render.py) started on free loopback ports
 with the test secrets, and a login API whose refresh tokens work once."""
 from __future__ import annotations
 
@@ -138,12 +138,13 @@ def fleet_configs(base: int, app_port: int, login_port: int, *, refresh_stub_por
 
 
 def start_fleet(name: str, app_port: int, login_port: int, *, front: bool = True, refresh_stub_port: int | None = None,
-                attempts: int = 5) -> Fleet:
+                attempts: int = 10) -> Fleet:
     """Three replicas (Envoy --concurrency 2 each) and, with `front`, the round-robin front
-    (--concurrency 1), on a free block of 40 loopback ports. Retries (bounded) on a port race."""
+    (--concurrency 1), on a free block of 40 loopback ports below the kernel's ephemeral range
+    (where outgoing connections take their local ports). Retries (bounded) on a port race."""
     last: Exception | None = None
     for _ in range(attempts):
-        base = random.randrange(20000, 60000, 100)
+        base = random.randrange(20000, 32000, 100)
         if not _ports_free([base + k for k in range(10 * REPLICAS + 10)]):
             continue
         configs = fleet_configs(base, app_port, login_port, refresh_stub_port=refresh_stub_port)

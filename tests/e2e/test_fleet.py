@@ -78,7 +78,7 @@ def test_every_replica_routes_refresh_calls_by_consistent_hash_on_the_session_ke
 def _free_base() -> int:
     import random
     for _ in range(50):
-        base = random.randrange(20000, 60000, 100)
+        base = random.randrange(20000, 32000, 100)
         if _ports_free([base + k for k in range(40)]):
             return base
     raise paths.HarnessError("no free block of 40 ports")
