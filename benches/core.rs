@@ -39,7 +39,7 @@ fn fixture() -> Fixture {
     let cfg = config_with(b"bench-access-secret-0123456789abcdef", b"bench-refresh-secret-0123456789abcdef");
     let attacker = config_with(b"attacker-access-secret-0123456789abc", b"attacker-refresh-secret-0123456789ab");
     let identity = Identity::new(json!(42), Some(json!("admin"))).unwrap_or_else(|| unreachable!());
-    let mint = |cfg: &Config, now| tokens::mint_pair(cfg, &identity, now).unwrap_or_else(|e| unreachable!("{e}"));
+    let mint = |cfg: &Config, now| tokens::mint_pair(cfg, &identity, now, now).unwrap_or_else(|e| unreachable!("{e}"));
     let pair = mint(&cfg, NOW);
     Fixture {
         valid: pair.access,
@@ -87,7 +87,7 @@ fn bench_cookies(c: &mut Criterion) {
     let names = &f.cfg.cookies.names;
     c.bench_function("cookies/find_access_in_browser_header", |b| b.iter(|| cookies::find(black_box(header.as_bytes()), &names.access)));
     c.bench_function("cookies/with_session", |b| b.iter(|| cookies::with_values(black_box(header.as_bytes()), &[(&names.access, &f.valid), (&names.refresh, &f.refresh)])));
-    c.bench_function("cookies/set_access", |b| b.iter(|| f.cfg.cookies.set_access(black_box(&f.valid))));
+    c.bench_function("cookies/set_access", |b| b.iter(|| f.cfg.cookies.set_access(black_box(&f.valid), 900)));
 }
 
 fn bench_headers(c: &mut Criterion) {
@@ -107,7 +107,7 @@ fn bench_tokens(c: &mut Criterion) {
     c.bench_function("tokens/verify_cached_hit", |b| {
         b.iter(|| tokens::verify_cached(&f.cfg, &mut cache, TokenKind::Access, black_box(&f.valid), NOW))
     });
-    c.bench_function("tokens/mint_pair", |b| b.iter(|| tokens::mint_pair(&f.cfg, black_box(&identity), NOW)));
+    c.bench_function("tokens/mint_pair", |b| b.iter(|| tokens::mint_pair(&f.cfg, black_box(&identity), NOW, NOW)));
 }
 
 fn bench_decide(c: &mut Criterion) {

@@ -57,14 +57,14 @@ fn main() {
     };
     let Ok(cfg) = Config::parse(br#"{"login_cluster":"login_api"}"#, env) else { return };
     let Some(identity) = Identity::new(json!(42), Some(json!("admin"))) else { return };
-    let Ok(pair) = tokens::mint_pair(&cfg, &identity, NOW) else { return };
+    let Ok(pair) = tokens::mint_pair(&cfg, &identity, NOW, NOW) else { return };
     // CASE=forged: a token signed with another key (verified, refused and denied every time).
     let forged = match Config::parse(br#"{"login_cluster":"login_api"}"#, |name: &str| match name {
         "ETLS_ACCESS" => Some(b"attacker-access-secret-0123456789abcdef".to_vec()),
         "ETLS_REFRESH" => Some(b"attacker-refresh-secret-0123456789abcde".to_vec()),
         _ => None,
     }) {
-        Ok(other) => tokens::mint_pair(&other, &identity, NOW).map(|p| p.access).unwrap_or_default(),
+        Ok(other) => tokens::mint_pair(&other, &identity, NOW, NOW).map(|p| p.access).unwrap_or_default(),
         Err(_) => String::new(),
     };
     let cookie = match std::env::var("CASE").as_deref() {

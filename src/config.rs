@@ -16,6 +16,10 @@ use crate::error::{ConfigError, SecretProblem};
 
 /// Longest cookie or token lifetime accepted: browsers cap `Max-Age` at 400 days.
 pub const MAX_TTL_S: u64 = 400 * 24 * 3600;
+/// Largest `max_session_s` accepted: ten years (sessions that never end in practice).
+pub const MAX_SESSION_S: u64 = 3650 * 24 * 3600;
+/// Default `max_session_s`: 30 days (OWASP ASVS 4.0.3 3.3.2, level 1).
+pub const DEFAULT_MAX_SESSION_S: u64 = 30 * 24 * 3600;
 /// Largest `clock_skew_s` accepted.
 pub const MAX_CLOCK_SKEW_S: u64 = 3600;
 /// Largest dispatched-call timeout accepted, in milliseconds.
@@ -65,6 +69,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "user_id_header",
     "role_header",
     "max_login_body_bytes",
+    "max_session_s",
 ];
 
 /// Where and how a dispatched call goes.
@@ -117,6 +122,9 @@ pub struct Config {
     pub trusted_origins: TrustedOrigins,
     pub access_ttl_s: u64,
     pub refresh_ttl_s: u64,
+    /// Absolute session lifetime, in seconds: a session ends at `auth_time` + this however
+    /// active it is (`core::lifetime`). At least `access_ttl_s`.
+    pub max_session_s: u64,
     pub clock_skew_s: u64,
     pub cookies: CookiePolicy,
     pub identity_headers: IdentityHeaders,
@@ -241,6 +249,20 @@ impl Config {
         if max_login_body_bytes == 0 || max_login_body_bytes > MAX_LOGIN_BODY_BYTES {
             return Err(bad("max_login_body_bytes", &format!("must be between 1 and {MAX_LOGIN_BODY_BYTES}")));
         }
+        let given_max_session_s = raw.number("max_session_s")?;
+        let max_session_s = given_max_session_s.unwrap_or(DEFAULT_MAX_SESSION_S);
+        if max_session_s == 0 || max_session_s > MAX_SESSION_S {
+            return Err(bad("max_session_s", &format!("must be between 1 and {MAX_SESSION_S} seconds")));
+        }
+        if max_session_s < access_ttl_s {
+            // A configuration written before this key existed, with access tokens living longer
+            // than the default session: say what to add rather than blame a key it never set.
+            let reason = match given_max_session_s {
+                Some(_) => "must be at least access_ttl_s".to_owned(),
+                None => format!("the default ({DEFAULT_MAX_SESSION_S} seconds) is below access_ttl_s; set max_session_s to at least access_ttl_s"),
+            };
+            return Err(bad("max_session_s", &reason));
+        }
 
         let access_env = raw.string("access_secret_env")?.unwrap_or_else(|| "ETLS_ACCESS".to_owned());
         let refresh_env = raw.string("refresh_secret_env")?.unwrap_or_else(|| "ETLS_REFRESH".to_owned());
@@ -273,8 +295,9 @@ impl Config {
             trusted_origins,
             access_ttl_s,
             refresh_ttl_s,
+            max_session_s,
             clock_skew_s,
-            cookies: CookiePolicy::new(names, secure, same_site, domain, access_ttl_s, refresh_ttl_s),
+            cookies: CookiePolicy::new(names, secure, same_site, domain),
             identity_headers,
             max_login_body_bytes: usize::try_from(max_login_body_bytes).unwrap_or(usize::MAX),
             access_keys,
@@ -637,8 +660,9 @@ mod tests {
         // The largest accepted attributes leave more than 3 KiB of each Set-Cookie for a token.
         let name = "n".repeat(MAX_COOKIE_NAME_BYTES);
         let cfg = parse(json!({"login_cluster": "l", "access_cookie": name, "cookie_domain": format!(".{}", "d".repeat(253)),
-                               "cookie_same_site": "None", "refresh_ttl_s": MAX_TTL_S, "access_ttl_s": MAX_TTL_S})).unwrap();
-        assert!(cfg.cookies.set_access("").len() < 1024, "{}", cfg.cookies.set_access("").len());
+                               "cookie_same_site": "None", "refresh_ttl_s": MAX_TTL_S, "access_ttl_s": MAX_TTL_S,
+                               "max_session_s": MAX_TTL_S})).unwrap();
+        assert!(cfg.cookies.set_access("", MAX_TTL_S).len() < 1024, "{}", cfg.cookies.set_access("", MAX_TTL_S).len());
     }
 
     fn error_line(config: serde_json::Value) -> String {
@@ -676,6 +700,7 @@ mod tests {
         assert_eq!(&*c.identity_headers.user_id, "x-etls-user-id");
         assert_eq!(&*c.identity_headers.role, "x-etls-role");
         assert_eq!(c.max_login_body_bytes, 16_384);
+        assert_eq!(c.max_session_s, 2_592_000);
     }
 
     #[test]
@@ -697,7 +722,8 @@ mod tests {
             "clock_skew_s": 0, "cookie_secure": false, "cookie_same_site": "lax", "cookie_domain": "example.com",
             "access_cookie": "a", "refresh_cookie": "r", "upstream_access_cookie": "ua", "upstream_refresh_cookie": "ur",
             "user_id_header": "X-User", "role_header": "x-role", "max_login_body_bytes": 100,
-            "login_logout_path": "/v1/logout", "trusted_origins": ["https://partner.example", "HTTP://localhost:3000"]
+            "login_logout_path": "/v1/logout", "trusted_origins": ["https://partner.example", "HTTP://localhost:3000"],
+            "max_session_s": 60
         }))
         .unwrap();
         assert_eq!(c.login_logout_path.as_deref(), Some("/v1/logout"));
@@ -708,6 +734,13 @@ mod tests {
         assert_eq!(c.login.authority, "login.example.com:443");
         assert_eq!(c.max_login_body_bytes, 100);
         assert_eq!(c.login_refresh_path.as_deref(), Some("/v1/refresh"));
+        assert_eq!(c.max_session_s, 60);
+        let equal = parse(json!({"login_cluster": "l", "access_ttl_s": 600, "max_session_s": 600})).unwrap();
+        assert_eq!(equal.max_session_s, 600, "max_session_s may equal access_ttl_s");
+        let longest = parse(json!({"login_cluster": "l", "max_session_s": MAX_SESSION_S})).unwrap();
+        assert_eq!(longest.max_session_s, MAX_SESSION_S);
+        let shorter_than_refresh = parse(json!({"login_cluster": "l", "max_session_s": 3600})).unwrap();
+        assert_eq!((shorter_than_refresh.max_session_s, shorter_than_refresh.refresh_ttl_s), (3600, 604_800));
     }
 
     #[test]
@@ -757,6 +790,15 @@ mod tests {
             (json!({"login_cluster": "l", "role_header": "cookie"}), "`role_header`"),
             (json!({"login_cluster": "l", "role_header": "x-etls-user-id"}), "`role_header`"),
             (json!({"login_cluster": "l", "max_login_body_bytes": 0}), "`max_login_body_bytes`"),
+            (json!({"login_cluster": "l", "max_session_s": 0}), "`max_session_s`: must be between 1 and 315360000 seconds"),
+            (json!({"login_cluster": "l", "max_session_s": -1}), "`max_session_s`: must be a non-negative integer"),
+            (json!({"login_cluster": "l", "max_session_s": 1.5}), "`max_session_s`: must be a non-negative integer"),
+            (json!({"login_cluster": "l", "max_session_s": "3600"}), "`max_session_s`: must be a non-negative integer"),
+            (json!({"login_cluster": "l", "max_session_s": true}), "`max_session_s`: must be a non-negative integer"),
+            (json!({"login_cluster": "l", "max_session_s": 315_360_001u64}), "`max_session_s`: must be between 1 and 315360000 seconds"),
+            (json!({"login_cluster": "l", "max_session_s": 899}), "`max_session_s`: must be at least access_ttl_s"),
+            (json!({"login_cluster": "l", "access_ttl_s": 60, "max_session_s": 59}), "`max_session_s`: must be at least access_ttl_s"),
+            (json!({"login_cluster": "l", "access_ttl_s": 2_592_001}), "`max_session_s`: the default (2592000 seconds) is below access_ttl_s; set max_session_s"),
             (json!({"login_cluster": "l", "login_authority": "a b"}), "`login_authority`"),
             (json!({"login_cluster": "l", "access_secret_env": "NOT_SET"}), "`access_secret_env`: environment variable NOT_SET is not set"),
             (json!({"login_cluster": "l", "refresh_secret_env": "NOT_SET"}), "`refresh_secret_env`: environment variable NOT_SET is not set"),

@@ -128,6 +128,9 @@ pub enum TokenError {
     BadSignature,
     /// Past `exp` by more than the leeway.
     Expired,
+    /// Past the session's absolute end (`auth_time + max_session_s`) by more than the leeway,
+    /// which came no later than its `exp` (see `core::lifetime`).
+    SessionEnded,
     /// Before `nbf` (or issued in the future) by more than the leeway.
     NotYetValid,
     /// Minting failed (the signing library refused); never caused by request data.
@@ -141,6 +144,7 @@ impl fmt::Display for TokenError {
             TokenError::Malformed => "malformed",
             TokenError::BadSignature => "bad signature",
             TokenError::Expired => "expired",
+            TokenError::SessionEnded => "session ended (max_session_s)",
             TokenError::NotYetValid => "not yet valid",
             TokenError::Mint => "could not mint",
         })

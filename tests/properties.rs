@@ -956,7 +956,7 @@ fn upstream_session_config() -> Config {
 
 fn rotation(cfg: &Config, up_refresh: &str) -> etls_auth::core::upstream_session::Rotation {
     use etls_auth::core::tokens::{mint_pair, Identity};
-    let pair = mint_pair(cfg, &Identity::new(json!(5), Some(json!("user"))).unwrap(), NOW).unwrap();
+    let pair = mint_pair(cfg, &Identity::new(json!(5), Some(json!("user"))).unwrap(), NOW, NOW).unwrap();
     let cookie = format!("refreshTokenEtls={}; accessToken=ua; refreshToken={up_refresh}", pair.refresh);
     let req = RequestView {
         method: "GET".into(),

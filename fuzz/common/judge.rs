@@ -142,9 +142,14 @@ pub fn set_cookie_len(setup: &Setup, name: &str, value_len: usize, max_age: u64)
     n
 }
 
-/// The length of an HS256 token with these custom claims, `iat` = [`NOW`], `exp` = `iat + ttl`
-/// and, for a refresh token, a 32-character `jti` (what the filter mints).
+/// The length of an HS256 token with these custom claims, `iat` = `auth_time` = [`NOW`] (a
+/// login), `exp` = `iat + ttl` and, for a refresh token, a 32-character `jti` (what the filter
+/// mints).
 pub fn minted_len(claims: &Value, ttl: u64, with_jti: bool) -> usize {
+    let mut claims = claims.clone();
+    if let Some(object) = claims.as_object_mut() {
+        object.insert("auth_time".to_owned(), json!(NOW));
+    }
     let c = JWTClaims {
         issued_at: Some(Duration::from_secs(NOW)),
         expires_at: Some(Duration::from_secs(NOW + ttl)),
@@ -154,21 +159,24 @@ pub fn minted_len(claims: &Value, ttl: u64, with_jti: bool) -> usize {
         audiences: None,
         jwt_id: with_jti.then(|| "0".repeat(32)),
         nonce: None,
-        custom: claims.clone(),
+        custom: claims,
     };
     HS256Key::from_bytes(ACCESS_SECRET).authenticate(c).map_or(0, |t| t.len())
 }
 
 /// The four `Set-Cookie` lengths a successful login would have (upstream access, upstream
-/// refresh, ETLS access, ETLS refresh) for these claims and login API tokens.
+/// refresh, ETLS access, ETLS refresh) for these claims and login API tokens. Each lifetime is
+/// its ttl, cut at `max_session_s` (the session starts at the login).
 pub fn login_set_cookie_lens(setup: &Setup, claims: &Value, upstream_access: &str, upstream_refresh: &str) -> [usize; 4] {
     let cfg = &setup.cfg;
     let n = &cfg.cookies.names;
+    let access_s = cfg.access_ttl_s.min(cfg.max_session_s);
+    let refresh_s = cfg.refresh_ttl_s.min(cfg.max_session_s);
     [
-        set_cookie_len(setup, &n.upstream_access, upstream_access.len(), cfg.refresh_ttl_s),
-        set_cookie_len(setup, &n.upstream_refresh, upstream_refresh.len(), cfg.refresh_ttl_s),
-        set_cookie_len(setup, &n.access, minted_len(claims, cfg.access_ttl_s, false), cfg.access_ttl_s),
-        set_cookie_len(setup, &n.refresh, minted_len(claims, cfg.refresh_ttl_s, true), cfg.refresh_ttl_s),
+        set_cookie_len(setup, &n.upstream_access, upstream_access.len(), refresh_s),
+        set_cookie_len(setup, &n.upstream_refresh, upstream_refresh.len(), refresh_s),
+        set_cookie_len(setup, &n.access, minted_len(claims, access_s, false), access_s),
+        set_cookie_len(setup, &n.refresh, minted_len(claims, refresh_s, true), refresh_s),
     ]
 }
 

@@ -9,8 +9,9 @@
 //!   bytes instead of the whole token and an attacker cannot aim tokens at one bucket; an entry
 //!   holds its whole token and a hit requires it to be equal byte for byte.
 //! - Only successes are stored; a token that failed is verified again every time.
-//! - Every hit re-checks the token's time window (`nbf`/`iat` and `exp`, with the leeway)
-//!   against `now`, exactly as verification does; an entry out of its window is dropped.
+//! - Every hit re-checks the token's time window (`nbf`/`iat`, and `exp` or the session's end
+//!   `auth_time + max_session_s` whichever comes first, with the leeway) against `now`, exactly
+//!   as verification does; an entry out of its window is dropped.
 //! - At most `capacity` entries per kind; the oldest insertion is evicted first (FIFO).
 //! - A hit is one map lookup and allocates nothing.
 
@@ -29,13 +30,18 @@ pub const DEFAULT_CAPACITY: usize = 1024;
 /// signature.
 pub const DIGEST_BYTES: usize = 32;
 
-/// When a verified token is valid, in Unix seconds, before the leeway is applied.
+/// When a verified token is valid, in Unix seconds, before the leeway is applied, and when its
+/// session began (built by `core::lifetime::check`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     /// The later of `iat` and `nbf` (0 when neither is present).
     pub not_before: u64,
-    /// `exp`.
+    /// The earlier of `exp` and the session's end (`auth_time + max_session_s`), so that a
+    /// cached token is never accepted past the session's end.
     pub expires_at: u64,
+    /// The session's `auth_time` as the token tells it (its `auth_time`, else its `iat`; `None`
+    /// with neither), carried over by rotations.
+    pub auth_time: Option<u64>,
 }
 
 impl Window {
@@ -163,6 +169,11 @@ impl TokenCache {
         self.shard(kind).get(token, now, leeway_s).map(|e| &e.identity)
     }
 
+    /// [`Self::get`], with the token's window (its session's `auth_time` among it).
+    pub fn get_with_window(&mut self, kind: TokenKind, token: &str, now: u64, leeway_s: u64) -> Option<(&Identity, &Window)> {
+        self.shard(kind).get(token, now, leeway_s).map(|e| (&e.identity, &e.window))
+    }
+
     /// [`Self::get`], as header text.
     pub fn get_published(&mut self, kind: TokenKind, token: &str, now: u64, leeway_s: u64) -> Option<&PublishedIdentity> {
         self.shard(kind).get(token, now, leeway_s).map(|e| &e.published)
@@ -209,7 +220,7 @@ mod tests {
     }
 
     fn window(exp: u64) -> Window {
-        Window { not_before: NOW - 10, expires_at: exp }
+        Window { not_before: NOW - 10, expires_at: exp, auth_time: Some(NOW - 10) }
     }
 
     #[test]
@@ -234,7 +245,7 @@ mod tests {
     #[test]
     fn not_before_is_checked_on_hit() {
         let mut cache = TokenCache::new(4);
-        cache.insert(TokenKind::Access, "t", id(1), Window { not_before: NOW + 60, expires_at: NOW + 900 });
+        cache.insert(TokenKind::Access, "t", id(1), Window { not_before: NOW + 60, expires_at: NOW + 900, auth_time: None });
         assert!(cache.get(TokenKind::Access, "t", NOW, 5).is_none());
     }
 
@@ -351,13 +362,31 @@ mod tests {
         let mut cache = TokenCache::new(4);
         let t = access(NOW + 100);
         for now in [NOW, NOW + 50, NOW + 105, NOW + 106, NOW] {
-            let plain = tokens::verify(&cfg, TokenKind::Access, &t, now);
+            let plain = tokens::verify_window(&cfg, TokenKind::Access, &t, now);
             assert_eq!(verify_cached(&cfg, &mut cache, TokenKind::Access, &t, now), plain, "now {now}");
         }
         let early = token(ACCESS_SECRET, json!({"userId": 1, "nbf": NOW + 60}), None, Some(NOW + 900));
         for now in [NOW + 60, NOW] {
-            let plain = tokens::verify(&cfg, TokenKind::Access, &early, now);
+            let plain = tokens::verify_window(&cfg, TokenKind::Access, &early, now);
             assert_eq!(verify_cached(&cfg, &mut cache, TokenKind::Access, &early, now), plain, "nbf, now {now}");
         }
+    }
+
+    #[test]
+    fn a_cached_token_is_refused_past_its_sessions_end_whatever_its_exp() {
+        // max_session_s 60, clock_skew_s 5: a session that began at NOW - 50 ends at NOW + 10.
+        let cfg = config_with(json!({"max_session_s": 60, "access_ttl_s": 10}));
+        let mut cache = TokenCache::new(4);
+        let claims = json!({"userId": 42, "role": "admin", "auth_time": NOW - 50});
+        let t = token(ACCESS_SECRET, claims, Some(NOW - 1), Some(NOW + 3600));
+        let (_, window) = verify_cached(&cfg, &mut cache, TokenKind::Access, &t, NOW).unwrap();
+        assert_eq!(window, Window { not_before: NOW - 1, expires_at: NOW + 10, auth_time: Some(NOW - 50) });
+        assert_eq!(cache.len(TokenKind::Access), 1);
+        assert!(verify_cached(&cfg, &mut cache, TokenKind::Access, &t, NOW + 15).is_ok(), "end + skew, from the cache");
+        assert_eq!(verify_cached(&cfg, &mut cache, TokenKind::Access, &t, NOW + 16), Err(TokenError::SessionEnded));
+        assert_eq!(cache.len(TokenKind::Access), 0, "dropped from the cache");
+        let mut published = TokenCache::new(4);
+        assert!(tokens::verify_cached_published(&cfg, &mut published, TokenKind::Access, &t, NOW).is_ok());
+        assert_eq!(tokens::verify_cached_published(&cfg, &mut published, TokenKind::Access, &t, NOW + 16), Err(TokenError::SessionEnded));
     }
 }

@@ -46,22 +46,14 @@ pub struct CookiePolicy {
     pub secure: bool,
     pub same_site: SameSite,
     pub domain: Option<String>,
-    access_ttl_s: u64,
-    refresh_ttl_s: u64,
     cleared: Vec<String>,
 }
 
 impl CookiePolicy {
-    /// Builds the policy; lifetimes are in seconds.
-    pub fn new(
-        names: CookieNames,
-        secure: bool,
-        same_site: SameSite,
-        domain: Option<String>,
-        access_ttl_s: u64,
-        refresh_ttl_s: u64,
-    ) -> Self {
-        let mut policy = CookiePolicy { names, secure, same_site, domain, access_ttl_s, refresh_ttl_s, cleared: Vec::new() };
+    /// Builds the policy. Lifetimes are not part of it: each cookie lives as long as the token it
+    /// carries (`core::lifetime`), so every setter takes its `Max-Age` in seconds.
+    pub fn new(names: CookieNames, secure: bool, same_site: SameSite, domain: Option<String>) -> Self {
+        let mut policy = CookiePolicy { names, secure, same_site, domain, cleared: Vec::new() };
         let names = &policy.names;
         policy.cleared = [&names.access, &names.refresh, &names.upstream_access, &names.upstream_refresh]
             .iter()
@@ -70,21 +62,22 @@ impl CookiePolicy {
         policy
     }
 
-    /// `Set-Cookie` for the ETLS access token (lives `access_ttl_s`).
-    pub fn set_access(&self, value: &str) -> String {
-        self.format(&self.names.access, value, self.access_ttl_s)
+    /// `Set-Cookie` for the ETLS access token, living `max_age_s` (the token's `exp - iat`).
+    pub fn set_access(&self, value: &str, max_age_s: u64) -> String {
+        self.format(&self.names.access, value, max_age_s)
     }
 
-    /// `Set-Cookie` for the ETLS refresh token (lives `refresh_ttl_s`).
-    pub fn set_refresh(&self, value: &str) -> String {
-        self.format(&self.names.refresh, value, self.refresh_ttl_s)
+    /// `Set-Cookie` for the ETLS refresh token, living `max_age_s` (the token's `exp - iat`).
+    pub fn set_refresh(&self, value: &str, max_age_s: u64) -> String {
+        self.format(&self.names.refresh, value, max_age_s)
     }
 
-    /// `Set-Cookie` values for the login API's own two tokens (both live `refresh_ttl_s`).
-    pub fn set_upstream(&self, access: &str, refresh: &str) -> [String; 2] {
+    /// `Set-Cookie` values for the login API's own two tokens, both living `max_age_s` (the
+    /// lifetime of the ETLS refresh token set with them).
+    pub fn set_upstream(&self, access: &str, refresh: &str, max_age_s: u64) -> [String; 2] {
         [
-            self.format(&self.names.upstream_access, access, self.refresh_ttl_s),
-            self.format(&self.names.upstream_refresh, refresh, self.refresh_ttl_s),
+            self.format(&self.names.upstream_access, access, max_age_s),
+            self.format(&self.names.upstream_refresh, refresh, max_age_s),
         ]
     }
 
@@ -316,7 +309,7 @@ mod tests {
             upstream_access: "accessToken".into(),
             upstream_refresh: "refreshToken".into(),
         };
-        CookiePolicy::new(names, true, SameSite::Strict, None, 900, 604_800)
+        CookiePolicy::new(names, true, SameSite::Strict, None)
     }
 
     fn attributes(set_cookie: &str) -> Vec<String> {
@@ -327,24 +320,27 @@ mod tests {
 
     #[test]
     fn access_cookie_has_every_attribute_and_its_lifetime() {
-        let c = policy().set_access("abc.def.ghi");
+        let c = policy().set_access("abc.def.ghi", 900);
         assert!(c.starts_with("accessTokenEtls=abc.def.ghi; "), "{c}");
         assert_eq!(attributes(&c), ["HttpOnly", "Max-Age=900", "Path=/", "SameSite=Strict", "Secure"]);
+        assert!(policy().set_access("a", 17).ends_with("; Max-Age=17"), "less near the end of the session");
     }
 
     #[test]
-    fn refresh_and_upstream_cookies_live_refresh_ttl() {
+    fn refresh_and_upstream_cookies_live_as_given() {
         let p = policy();
-        assert!(p.set_refresh("r").contains("Max-Age=604800"));
-        let [a, r] = p.set_upstream("ua", "ur");
+        assert!(p.set_refresh("r", 604_800).contains("Max-Age=604800"));
+        let [a, r] = p.set_upstream("ua", "ur", 604_800);
         assert!(a.starts_with("accessToken=ua; ") && a.contains("Max-Age=604800"), "{a}");
         assert!(r.starts_with("refreshToken=ur; ") && r.contains("Max-Age=604800"), "{r}");
+        let [a, r] = p.set_upstream("ua", "ur", 20);
+        assert!(a.ends_with("; Max-Age=20") && r.ends_with("; Max-Age=20"), "{a} {r}");
     }
 
     #[test]
     fn clearing_cookies_keep_set_attributes_with_max_age_zero() {
         let mut p = policy();
-        p = CookiePolicy::new(p.names.clone(), false, SameSite::Lax, Some("example.com".into()), 900, 604_800);
+        p = CookiePolicy::new(p.names.clone(), false, SameSite::Lax, Some("example.com".into()));
         let cleared = p.clear_all();
         assert_eq!(cleared.len(), 4);
         let names: Vec<&str> = cleared.iter().map(|c| c.split('=').next().unwrap()).collect();
@@ -412,25 +408,25 @@ mod tests {
     #[test]
     fn oversized_names_the_first_cookie_over_4096_bytes() {
         let p = policy();
-        let base = p.set_access("").len();
-        let fit = p.set_access(&"v".repeat(4096 - base));
+        let base = p.set_access("", 900).len();
+        let fit = p.set_access(&"v".repeat(4096 - base), 900);
         assert_eq!(fit.len(), 4096);
-        assert_eq!(p.oversized(&[fit.clone(), p.set_refresh("r")]), None);
-        let over = p.set_refresh(&"v".repeat(4097 - p.set_refresh("").len()));
+        assert_eq!(p.oversized(&[fit.clone(), p.set_refresh("r", 604_800)]), None);
+        let over = p.set_refresh(&"v".repeat(4097 - p.set_refresh("", 604_800).len()), 604_800);
         assert_eq!(p.oversized(&[fit, over]), Some(("refreshTokenEtls", 4097)));
-        let [ua, _] = p.set_upstream(&"u".repeat(5000), "x");
-        assert_eq!(p.oversized(&[ua]), Some(("accessToken", 5000 + p.set_upstream("", "")[0].len())));
+        let [ua, _] = p.set_upstream(&"u".repeat(5000), "x", 604_800);
+        assert_eq!(p.oversized(&[ua]), Some(("accessToken", 5000 + p.set_upstream("", "", 604_800)[0].len())));
         // Attributes count: a domain makes the same value too large.
-        let with_domain = CookiePolicy::new(p.names.clone(), true, SameSite::None, Some("example.com".into()), 900, 604_800);
+        let with_domain = CookiePolicy::new(p.names.clone(), true, SameSite::None, Some("example.com".into()));
         let value = "v".repeat(4096 - base);
-        assert_eq!(with_domain.oversized(&[with_domain.set_access(&value)]).map(|(n, _)| n), Some("accessTokenEtls"));
+        assert_eq!(with_domain.oversized(&[with_domain.set_access(&value, 900)]).map(|(n, _)| n), Some("accessTokenEtls"));
     }
 
     #[test]
     fn set_cookie_values_are_read_by_name() {
         let p = policy();
-        assert_eq!(value_in_set_cookie(&p.set_access("tok"), "accessTokenEtls"), Some("tok"));
-        assert_eq!(value_in_set_cookie(&p.set_access("tok"), "refreshTokenEtls"), None);
+        assert_eq!(value_in_set_cookie(&p.set_access("tok", 900), "accessTokenEtls"), Some("tok"));
+        assert_eq!(value_in_set_cookie(&p.set_access("tok", 900), "refreshTokenEtls"), None);
         assert_eq!(value_in_set_cookie("garbage", "accessTokenEtls"), None);
     }
 
@@ -546,9 +542,9 @@ mod tests {
         }
         for (secure, same_site, domain) in [(true, SameSite::Strict, None), (false, SameSite::Lax, Some("example.com")),
                                             (true, SameSite::None, Some(".example.com"))] {
-            let p = CookiePolicy::new(names.clone(), secure, same_site, domain.map(str::to_owned), 900, 604_800);
-            assert_eq!(p.set_access("v.w-x_y"), reference::format("accessTokenEtls", "v.w-x_y", secure, same_site, domain, 900));
-            assert_eq!(p.set_refresh("r"), reference::format("refreshTokenEtls", "r", secure, same_site, domain, 604_800));
+            let p = CookiePolicy::new(names.clone(), secure, same_site, domain.map(str::to_owned));
+            assert_eq!(p.set_access("v.w-x_y", 900), reference::format("accessTokenEtls", "v.w-x_y", secure, same_site, domain, 900));
+            assert_eq!(p.set_refresh("r", 604_800), reference::format("refreshTokenEtls", "r", secure, same_site, domain, 604_800));
             assert_eq!(p.clear_all()[0], reference::format("accessTokenEtls", "", secure, same_site, domain, 0));
         }
     }

@@ -112,11 +112,14 @@ pub enum Outcome {
     /// A call made without a shared lease: every slot of the session held another session's call
     /// in flight (or writes kept conflicting). Rotations on other VMs may call too.
     UpstreamRefreshUnshared,
+    /// Denied (or refresh route 401): the session passed its absolute lifetime,
+    /// `auth_time + max_session_s` (`core::lifetime`), whatever the tokens' `exp`.
+    DeniedMaxSession,
 }
 
 impl Outcome {
     /// Every outcome, in declaration order (`outcome as usize` indexes it).
-    pub const ALL: [Outcome; 33] = [
+    pub const ALL: [Outcome; 34] = [
         Outcome::SessionValid,
         Outcome::RotatedInline,
         Outcome::RotatedByCluster,
@@ -150,6 +153,7 @@ impl Outcome {
         Outcome::UpstreamRefreshLeaseTakenOver,
         Outcome::UpstreamRefreshSlotOverwritten,
         Outcome::UpstreamRefreshUnshared,
+        Outcome::DeniedMaxSession,
     ];
 
     /// A stable snake_case name, used in logs and metric names.
@@ -188,6 +192,7 @@ impl Outcome {
             Outcome::UpstreamRefreshLeaseTakenOver => "upstream_refresh_lease_taken_over",
             Outcome::UpstreamRefreshSlotOverwritten => "upstream_refresh_slot_overwritten",
             Outcome::UpstreamRefreshUnshared => "upstream_refresh_unshared",
+            Outcome::DeniedMaxSession => "denied_max_session",
         }
     }
 }

@@ -127,12 +127,16 @@ fn on_success(cfg: &Config, reply: &UpstreamReply, now: u64) -> Decision {
     let Ok(login) = upstream::parse_login_reply(reply) else {
         return upstream_failed(502);
     };
-    let Ok(pair) = tokens::mint_pair(cfg, &login.identity, now) else {
+    // The login starts the session: `auth_time` is now.
+    let Ok(pair) = tokens::mint_pair(cfg, &login.identity, now, now) else {
         return Decision::Respond(LocalReply::json(Outcome::InternalError, 500, r#"{"error":"Internal error"}"#));
     };
     let body = format!(r#"{{"message":"Login successful","userData":{}}}"#, login.user_data.get());
-    let [upstream_access, upstream_refresh] = cfg.cookies.set_upstream(&login.access_token, &login.refresh_token);
-    let set_cookies = [upstream_access, upstream_refresh, cfg.cookies.set_access(&pair.access), cfg.cookies.set_refresh(&pair.refresh)];
+    // The login API's two cookies live as long as the ETLS refresh token.
+    let [upstream_access, upstream_refresh] =
+        cfg.cookies.set_upstream(&login.access_token, &login.refresh_token, pair.times.refresh_max_age());
+    let [access, refresh] = pair.set_cookies(cfg);
+    let set_cookies = [upstream_access, upstream_refresh, access, refresh];
     // No Set-Cookie over 4096 bytes (browsers drop it silently); every token set here is then
     // at most 4096 bytes, which is what verification accepts.
     if let Some((name, size)) = cfg.cookies.oversized(&set_cookies) {
@@ -267,7 +271,7 @@ mod tests {
         assert!(cookies[0].starts_with("accessToken=up.acc; "));
         assert!(cookies[1].starts_with("refreshToken=up.ref; "));
         let access = crate::core::cookies::value_in_set_cookie(cookies[2], "accessTokenEtls").unwrap();
-        assert_eq!(payload(access), json!({"userId": 7, "role": "admin", "iat": NOW, "exp": NOW + 900}));
+        assert_eq!(payload(access), json!({"userId": 7, "role": "admin", "iat": NOW, "auth_time": NOW, "exp": NOW + 900}));
     }
 
     fn login_reply(cfg: &Config, role: &str, upstream_access: &str, upstream_refresh: &str) -> LocalReply {
@@ -290,7 +294,7 @@ mod tests {
     fn roles_at_the_limit(cfg: &Config, pick: Pick) -> Option<(String, String)> {
         let size = |n: usize| {
             let identity = tokens::Identity::new(json!(7), Some(json!("r".repeat(n)))).unwrap();
-            pick(cfg, &tokens::mint_pair(cfg, &identity, NOW).unwrap()).len()
+            pick(cfg, &tokens::mint_pair(cfg, &identity, NOW, NOW).unwrap()).len()
         };
         let at = (2600..3100).find(|n| size(*n) == 4096 && size(n + 1) == 4097)?;
         Some(("r".repeat(at), "r".repeat(at + 1)))
@@ -300,7 +304,7 @@ mod tests {
     fn each_cookie_at_4096_bytes_is_set_and_at_4097_fails_the_login() {
         // The login API's tokens: their length alone decides.
         let cfg = config();
-        let [base_access, base_refresh] = cfg.cookies.set_upstream("", "");
+        let [base_access, base_refresh] = cfg.cookies.set_upstream("", "", cfg.refresh_ttl_s);
         for (k, base) in [base_access, base_refresh].iter().enumerate() {
             let fit = "t".repeat(4096 - base.len());
             let over = "t".repeat(4097 - base.len());
@@ -320,8 +324,8 @@ mod tests {
         // The ETLS cookies: claims (a long role) decide. The refresh cookie is the larger one by
         // default; a long access cookie name makes the access cookie the larger one. Names are
         // padded until this configuration can land exactly on 4096 and 4097.
-        let refresh_of = |c: &Config, p: &tokens::TokenPair| c.cookies.set_refresh(&p.refresh);
-        let access_of = |c: &Config, p: &tokens::TokenPair| c.cookies.set_access(&p.access);
+        let refresh_of = |c: &Config, p: &tokens::TokenPair| p.set_cookies(c)[1].clone();
+        let access_of = |c: &Config, p: &tokens::TokenPair| p.set_cookies(c)[0].clone();
         let cases: [(&str, &str, Pick, usize); 2] =
             [("refresh_cookie", "refreshTokenEtls", refresh_of, 3), ("access_cookie", "accessTokenEtlsAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", access_of, 2)];
         for (key, name, pick, index) in cases {
@@ -353,7 +357,7 @@ mod tests {
         let (s, _, h) = respond(on_reply(&config(), Ok(reply(200, body)), NOW));
         assert_eq!(s, 200);
         let access = h.iter().find_map(|(n, v)| (n == "set-cookie").then(|| crate::core::cookies::value_in_set_cookie(v, "accessTokenEtls")).flatten()).unwrap();
-        assert_eq!(payload(access), json!({"userId": "u-1", "role": "", "iat": NOW, "exp": NOW + 900}));
+        assert_eq!(payload(access), json!({"userId": "u-1", "role": "", "iat": NOW, "auth_time": NOW, "exp": NOW + 900}));
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod cookies;
 pub mod decision;
 pub mod headers;
+pub mod lifetime;
 pub mod login;
 pub mod logout;
 pub mod origin;

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::core::cache::TokenCache;
 use crate::core::cookies;
 use crate::core::decision::{HeaderEdit, Decision, Forward, LocalReply, Outcome, PublishedIdentity, UpstreamReply};
+use crate::core::lifetime;
 use crate::core::paths;
 use crate::core::request::RequestView;
 use crate::core::tokens::{self, Identity, TokenKind};
@@ -25,27 +26,43 @@ pub fn protect(cfg: &Config, cache: &mut TokenCache, req: &RequestView, now: u64
     let cookie_header = req.cookie.as_deref().unwrap_or_default();
     let names = &cfg.cookies.names;
     let access = cookies::find(cookie_header, &names.access);
+    let mut access_error = None;
     if let Some(token) = access {
-        if let Ok(identity) = tokens::verify_cached_published(cfg, cache, TokenKind::Access, token, now) {
-            return Decision::Forward(Forward {
-                outcome: Outcome::SessionValid,
-                header_edits: edits_for(cfg, Some(&identity)),
-                set_cookies: Vec::new(),
-                identity: Some(identity),
-            });
+        match tokens::verify_cached_published(cfg, cache, TokenKind::Access, token, now) {
+            Ok(identity) => {
+                return Decision::Forward(Forward {
+                    outcome: Outcome::SessionValid,
+                    header_edits: edits_for(cfg, Some(&identity)),
+                    set_cookies: Vec::new(),
+                    identity: Some(identity),
+                });
+            }
+            Err(error) => access_error = Some(error),
         }
     }
     let Some(refresh) = cookies::find(cookie_header, &names.refresh) else {
-        let outcome = if access.is_some() { Outcome::DeniedNoRefresh } else { Outcome::DeniedNoSession };
+        let outcome = match access_error {
+            // The access token tells that the session passed its absolute lifetime.
+            Some(TokenError::SessionEnded) => Outcome::DeniedMaxSession,
+            Some(_) => Outcome::DeniedNoRefresh,
+            None => Outcome::DeniedNoSession,
+        };
         return deny(cfg, req, outcome);
     };
-    let identity = match tokens::verify_cached(cfg, cache, TokenKind::Refresh, refresh, now) {
-        Ok(identity) => identity,
+    let (identity, window) = match tokens::verify_cached(cfg, cache, TokenKind::Refresh, refresh, now) {
+        Ok(verified) => verified,
+        Err(TokenError::SessionEnded) => return deny(cfg, req, Outcome::DeniedMaxSession),
         Err(_) => return deny(cfg, req, Outcome::DeniedRefreshInvalid),
     };
+    // Every rotation carries the session's auth_time over (or starts it, for a token that
+    // tells none); one with no second of the session left ends it (`core::lifetime`).
+    let auth_time = lifetime::rotation_auth_time(window.auth_time, now);
+    if lifetime::pair_times(cfg, auth_time, now).is_none() {
+        return deny(cfg, req, Outcome::DeniedMaxSession);
+    }
     // Built only when dispatched: it computes the session key (one HMAC) once per rotation.
     let call = || upstream::refresh_call(cfg, cookie_header);
-    if let Some(decision) = upstream_session::rotation(cfg, Route::Protected, req, &identity) {
+    if let Some(decision) = upstream_session::rotation(cfg, Route::Protected, req, &identity, auth_time) {
         // With a refresh cluster, its refresh route asks the login API (and shares the call);
         // a request that cannot be held that long rotates inline (see `Rotation::can_wait`).
         return match decision {
@@ -62,9 +79,39 @@ pub fn protect(cfg: &Config, cache: &mut TokenCache, req: &RequestView, now: u64
             return Decision::Call(call);
         }
     }
-    match tokens::mint_pair(cfg, &identity, now) {
-        Ok(pair) => forward_rotated(cfg, req, &identity, &pair.access, &pair.refresh, None, Outcome::RotatedInline),
-        Err(_) => deny(cfg, req, Outcome::InternalError),
+    match tokens::mint_pair(cfg, &identity, auth_time, now) {
+        Ok(pair) => forward_rotated(cfg, req, &identity, NewTokens::minted(&pair), None, Outcome::RotatedInline),
+        Err(error) => deny(cfg, req, mint_failure(error)),
+    }
+}
+
+/// The denial's outcome when minting failed: the session's end, or an internal error.
+pub(crate) fn mint_failure(error: TokenError) -> Outcome {
+    match error {
+        TokenError::SessionEnded => Outcome::DeniedMaxSession,
+        _ => Outcome::InternalError,
+    }
+}
+
+/// New ETLS tokens to hand out, with how long each cookie lives (its token's `exp - iat`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewTokens<'t> {
+    pub access: &'t str,
+    pub refresh: &'t str,
+    pub access_max_age: u64,
+    /// Also the `Max-Age` of the login API's two cookies set with them.
+    pub refresh_max_age: u64,
+}
+
+impl<'t> NewTokens<'t> {
+    /// A pair this filter just minted.
+    pub fn minted(pair: &'t tokens::TokenPair) -> Self {
+        NewTokens {
+            access: &pair.access,
+            refresh: &pair.refresh,
+            access_max_age: pair.times.access_max_age(),
+            refresh_max_age: pair.times.refresh_max_age(),
+        }
     }
 }
 
@@ -86,18 +133,19 @@ pub fn on_refresh_reply(
         }
         Err(_) => return deny(cfg, req, Outcome::DeniedRefreshCallFailed),
     };
-    let identity = tokens::verify(cfg, TokenKind::Access, cookies.access, now);
-    let refresh_ok = tokens::verify(cfg, TokenKind::Refresh, cookies.refresh, now).is_ok();
-    match identity {
-        Ok(identity) if refresh_ok => forward_rotated(
-            cfg,
-            req,
-            &identity,
-            cookies.access,
-            cookies.refresh,
-            cookies.upstream,
-            Outcome::RotatedByCluster,
-        ),
+    let access = tokens::verify_session(cfg, TokenKind::Access, cookies.access, now);
+    let refresh = tokens::verify_session(cfg, TokenKind::Refresh, cookies.refresh, now);
+    match (access, refresh) {
+        (Ok(access), Ok(refresh)) => {
+            // The cookies live as long as the tokens they carry, as when minted here.
+            let new = NewTokens {
+                access: cookies.access,
+                refresh: cookies.refresh,
+                access_max_age: lifetime::max_age_of(&access.times, now),
+                refresh_max_age: lifetime::max_age_of(&refresh.times, now),
+            };
+            forward_rotated(cfg, req, &access.identity, new, cookies.upstream, Outcome::RotatedByCluster)
+        }
         _ => deny(cfg, req, Outcome::DeniedRefreshCallFailed),
     }
 }
@@ -114,17 +162,28 @@ pub fn refresh_route(cfg: &Config, cache: &mut TokenCache, req: &RequestView, no
     let Some(token) = cookies::find(cookie_header, &cfg.cookies.names.refresh) else {
         return reply(LocalReply::json(Outcome::RefreshRejected, 401, r#"{"error":"No refresh token provided"}"#));
     };
-    let verified = tokens::verify_cached(cfg, cache, TokenKind::Refresh, token, now);
-    if let Ok(identity) = &verified {
-        if let Some(decision) = upstream_session::rotation(cfg, Route::RefreshRoute, req, identity) {
-            return decision;
+    let minted = tokens::verify_cached(cfg, cache, TokenKind::Refresh, token, now).and_then(|(identity, window)| {
+        let auth_time = lifetime::rotation_auth_time(window.auth_time, now);
+        if lifetime::pair_times(cfg, auth_time, now).is_none() {
+            return Err(TokenError::SessionEnded);
         }
-    }
-    match verified.and_then(|identity| tokens::mint_pair(cfg, &identity, now)) {
-        Ok(pair) => refreshed(cfg, &pair, None),
+        match upstream_session::rotation(cfg, Route::RefreshRoute, req, &identity, auth_time) {
+            Some(decision) => Ok(decision),
+            None => tokens::mint_pair(cfg, &identity, auth_time, now).map(|pair| refreshed(cfg, &pair, None)),
+        }
+    });
+    match minted {
+        Ok(decision) => decision,
         Err(TokenError::Mint) => internal_error(cfg),
-        Err(_) => reply(LocalReply::json(Outcome::RefreshRejected, 401, r#"{"error":"Invalid refresh token"}"#)),
+        Err(TokenError::SessionEnded) => invalid_refresh_token(Outcome::DeniedMaxSession),
+        Err(_) => invalid_refresh_token(Outcome::RefreshRejected),
     }
+}
+
+/// The refresh route's 401 for a refresh token that is invalid, expired, or of a session past
+/// its absolute lifetime (`outcome` tells which, for the metrics).
+pub(crate) fn invalid_refresh_token(outcome: Outcome) -> Decision {
+    reply(LocalReply::json(outcome, 401, r#"{"error":"Invalid refresh token"}"#))
 }
 
 /// 405 with `Allow: POST`.
@@ -160,10 +219,9 @@ fn reply(answer: LocalReply) -> Decision {
 pub(crate) fn refreshed(cfg: &Config, pair: &tokens::TokenPair, upstream: Option<(&str, &str)>) -> Decision {
     let mut set_cookies = Vec::with_capacity(4);
     if let Some((access, refresh)) = upstream {
-        set_cookies.extend(cfg.cookies.set_upstream(access, refresh));
+        set_cookies.extend(cfg.cookies.set_upstream(access, refresh, pair.times.refresh_max_age()));
     }
-    set_cookies.push(cfg.cookies.set_access(&pair.access));
-    set_cookies.push(cfg.cookies.set_refresh(&pair.refresh));
+    set_cookies.extend(pair.set_cookies(cfg));
     if let Some((name, size)) = cfg.cookies.oversized(&set_cookies) {
         return reply(
             LocalReply::json(Outcome::RefreshRejected, 401, r#"{"error":"Invalid refresh token"}"#)
@@ -175,23 +233,24 @@ pub(crate) fn refreshed(cfg: &Config, pair: &tokens::TokenPair, upstream: Option
 
 /// Forward after a rotation: identity headers from the new tokens, the `Cookie` header carrying
 /// them to the app, and each as `Set-Cookie` on the response. `upstream` is the login API's
-/// renewed `(accessToken, refreshToken)`, when it renewed them.
+/// renewed `(accessToken, refreshToken)`, when it renewed them (their cookies live as long as
+/// the new refresh token).
 pub(crate) fn forward_rotated(
     cfg: &Config,
     req: &RequestView,
     identity: &Identity,
-    access: &str,
-    refresh: &str,
+    new: NewTokens,
     upstream: Option<(&str, &str)>,
     outcome: Outcome,
 ) -> Decision {
+    let NewTokens { access, refresh, .. } = new;
     let cookie_header = req.cookie.as_deref().unwrap_or_default();
     let names = &cfg.cookies.names;
     let mut header_edits = identity_edits(cfg, Some(identity));
     let mut set_cookies = Vec::with_capacity(4);
     let rewritten = match upstream {
         Some((up_access, up_refresh)) => {
-            set_cookies.extend(cfg.cookies.set_upstream(up_access, up_refresh));
+            set_cookies.extend(cfg.cookies.set_upstream(up_access, up_refresh, new.refresh_max_age));
             cookies::with_values(cookie_header, &[
                 (&names.upstream_access, up_access),
                 (&names.upstream_refresh, up_refresh),
@@ -202,8 +261,8 @@ pub(crate) fn forward_rotated(
         None => cookies::with_values(cookie_header, &[(&names.access, access), (&names.refresh, refresh)]),
     };
     header_edits.push(("cookie".into(), Some(rewritten.into())));
-    set_cookies.push(cfg.cookies.set_access(access));
-    set_cookies.push(cfg.cookies.set_refresh(refresh));
+    set_cookies.push(cfg.cookies.set_access(access, new.access_max_age));
+    set_cookies.push(cfg.cookies.set_refresh(refresh, new.refresh_max_age));
     if let Some((name, size)) = cfg.cookies.oversized(&set_cookies) {
         return match deny(cfg, req, Outcome::DeniedRefreshInvalid) {
             Decision::Respond(answer) => Decision::Respond(answer.with_warning(too_large_to_rotate(name, size))),
@@ -425,7 +484,7 @@ mod tests {
         assert_eq!(f.set_cookies.len(), 2);
         let new_access = cookies::value_in_set_cookie(&f.set_cookies[0], "accessTokenEtls").unwrap();
         let new_refresh = cookies::value_in_set_cookie(&f.set_cookies[1], "refreshTokenEtls").unwrap();
-        assert_eq!(payload(new_access), json!({"userId": 42, "role": "admin", "iat": NOW, "exp": NOW + 900}));
+        assert_eq!(payload(new_access), json!({"userId": 42, "role": "admin", "iat": NOW, "auth_time": NOW - 10, "exp": NOW + 900}));
         assert_eq!(payload(new_refresh)["role"], json!("admin"));
         let forwarded_cookie = f.header_edits.iter().find(|(n, _)| &**n == "cookie").and_then(|(_, v)| v.clone()).map(|v| String::from_utf8(v.to_vec()).unwrap()).unwrap();
         assert_eq!(forwarded_cookie, format!("theme=dark; accessTokenEtls={new_access}; refreshTokenEtls={new_refresh}"));
@@ -456,7 +515,7 @@ mod tests {
         let cfg = config();
         let grown = |n: usize| {
             let identity = Identity::new(json!(5), Some(json!("r".repeat(n)))).unwrap();
-            cfg.cookies.set_refresh(&tokens::mint_pair(&cfg, &identity, NOW).unwrap().refresh).len()
+            tokens::mint_pair(&cfg, &identity, NOW, NOW).unwrap().set_cookies(&cfg)[1].len()
         };
         let n = (2600..3100).find(|n| grown(*n) > 4096).unwrap();
         let jose = token(REFRESH_SECRET, json!({"userId": 5, "role": "r".repeat(n)}), None, Some(NOW + 100));
@@ -495,12 +554,12 @@ mod tests {
     fn refresh_cluster_reply_is_checked_before_use() {
         let cfg = config_with(json!({"refresh_cluster": "etls_refresh"}));
         let request = req("GET", "/x", cookie(Tok::Expired, Tok::Valid).as_deref());
-        let pair = tokens::mint_pair(&cfg, &Identity::new(json!(42), Some(json!("admin"))).unwrap(), NOW).unwrap();
+        let pair = tokens::mint_pair(&cfg, &Identity::new(json!(42), Some(json!("admin"))).unwrap(), NOW, NOW).unwrap();
         let good = UpstreamReply {
             status: 200,
             headers: vec![
-                ("set-cookie".into(), cfg.cookies.set_access(&pair.access).into_bytes()),
-                ("set-cookie".into(), cfg.cookies.set_refresh(&pair.refresh).into_bytes()),
+                ("set-cookie".into(), pair.set_cookies(&cfg)[0].clone().into_bytes()),
+                ("set-cookie".into(), pair.set_cookies(&cfg)[1].clone().into_bytes()),
             ],
             ..UpstreamReply::default()
         };
@@ -511,7 +570,7 @@ mod tests {
             Err(CallError::NoResponse),
             Ok(UpstreamReply { status: 401, ..good.clone() }),
             Ok(UpstreamReply { headers: vec![], ..good.clone() }),
-            Ok(UpstreamReply { headers: vec![("set-cookie".into(), cfg.cookies.set_access(&access(NOW - 100)).into_bytes()), ("set-cookie".into(), cfg.cookies.set_refresh(&pair.refresh).into_bytes())], ..good.clone() }),
+            Ok(UpstreamReply { headers: vec![("set-cookie".into(), cfg.cookies.set_access(&access(NOW - 100), 900).into_bytes()), ("set-cookie".into(), pair.set_cookies(&cfg)[1].clone().into_bytes())], ..good.clone() }),
         ];
         for failure in failures {
             assert_eq!(outcome(&on_refresh_reply(&cfg, &request, failure, NOW)), Outcome::DeniedRefreshCallFailed);

@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::core::cache::{TokenCache, Window};
 use crate::core::decision::PublishedIdentity;
+use crate::core::lifetime::{self, PairTimes, TimeClaims};
 use crate::error::TokenError;
 
 /// Longest token accepted for verification, in bytes. Never below what the filter mints: every
@@ -132,6 +133,31 @@ pub enum TokenKind {
 pub struct TokenPair {
     pub access: String,
     pub refresh: String,
+    /// Their `iat`, `auth_time` and `exp`s, and so their cookies' `Max-Age`.
+    pub times: PairTimes,
+}
+
+impl TokenPair {
+    /// The two `Set-Cookie` values, each living as long as its token (`exp - iat`).
+    pub fn set_cookies(&self, cfg: &Config) -> [String; 2] {
+        [
+            cfg.cookies.set_access(&self.access, self.times.access_max_age()),
+            cfg.cookies.set_refresh(&self.refresh, self.times.refresh_max_age()),
+        ]
+    }
+}
+
+/// The claims of an ETLS token besides the registered ones: the identity and, on every token
+/// the filter mints, `auth_time` (the Unix time of the login that started the session).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SessionClaims {
+    #[serde(rename = "userId")]
+    user_id: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<Value>,
+    /// An integer; any other JSON type makes the token malformed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth_time: Option<u64>,
 }
 
 /// The refresh token's extra claim set: the identity plus a random `jti`.
@@ -149,60 +175,84 @@ fn random_jti() -> Result<String, TokenError> {
     Ok(jti)
 }
 
-fn claims(identity: &Identity, now: u64, ttl_s: u64, jwt_id: Option<String>) -> JWTClaims<Identity> {
+fn claims(identity: &Identity, times: &PairTimes, expires_at: u64, jwt_id: Option<String>) -> JWTClaims<SessionClaims> {
     JWTClaims {
-        issued_at: Some(Duration::from_secs(now)),
-        expires_at: Some(Duration::from_secs(now.saturating_add(ttl_s))),
+        issued_at: Some(Duration::from_secs(times.issued_at)),
+        expires_at: Some(Duration::from_secs(expires_at)),
         invalid_before: None,
         issuer: None,
         subject: None,
         audiences: None,
         jwt_id,
         nonce: None,
-        custom: identity.clone(),
+        custom: SessionClaims {
+            user_id: identity.user_id.clone(),
+            role: identity.role.clone(),
+            auth_time: Some(times.auth_time),
+        },
     }
 }
 
-/// Mints a new access token (`iat`, `exp = iat + access_ttl_s`) and refresh token (`iat`,
-/// `exp = iat + refresh_ttl_s`, random `jti`) for `identity`, signed with the current secrets.
-/// `now` is Unix seconds. Fails only with [`TokenError::Mint`].
-pub fn mint_pair(cfg: &Config, identity: &Identity, now: u64) -> Result<TokenPair, TokenError> {
+/// Mints a new access token (`iat`, `auth_time`, `exp = min(iat + access_ttl_s, auth_time +
+/// max_session_s)`) and refresh token (the same with `refresh_ttl_s`, and a random `jti`) for
+/// `identity` in the session that began at `auth_time`, signed with the current secrets.
+/// `now` is Unix seconds. Fails with [`TokenError::SessionEnded`] when the session has no
+/// second left (`now >= auth_time + max_session_s`), else only with [`TokenError::Mint`].
+pub fn mint_pair(cfg: &Config, identity: &Identity, auth_time: u64, now: u64) -> Result<TokenPair, TokenError> {
+    let times = lifetime::pair_times(cfg, auth_time, now).ok_or(TokenError::SessionEnded)?;
     let access = cfg
         .access_keys
         .current
-        .authenticate(claims(identity, now, cfg.access_ttl_s, None))
+        .authenticate(claims(identity, &times, times.access_expires_at, None))
         .map_err(|_| TokenError::Mint)?;
     let refresh = cfg
         .refresh_keys
         .current
-        .authenticate(claims(identity, now, cfg.refresh_ttl_s, Some(random_jti()?)))
+        .authenticate(claims(identity, &times, times.refresh_expires_at, Some(random_jti()?)))
         .map_err(|_| TokenError::Mint)?;
-    Ok(TokenPair { access, refresh })
+    Ok(TokenPair { access, refresh, times })
 }
 
-/// Verifies a token of `kind`: HS256 with that kind's secrets only, `exp` required, `exp` and
-/// `nbf` checked against `now` (Unix seconds) with a leeway of `clock_skew_s`.
-/// Returns the identity, or [`TokenError::Malformed`], `BadSignature`, `Expired`, `NotYetValid`.
+/// What a token that verified says: who, and when (its time claims, and its validity window
+/// with the session's end applied: see [`lifetime::check`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    pub identity: Identity,
+    pub window: Window,
+    pub times: TimeClaims,
+}
+
+impl Verified {
+    /// The `auth_time` of the tokens a rotation at `now` mints for this token's session.
+    pub fn rotation_auth_time(&self, now: u64) -> u64 {
+        lifetime::rotation_auth_time(self.window.auth_time, now)
+    }
+}
+
+/// Verifies a token of `kind`: HS256 with that kind's secrets only, `exp` required, `exp`,
+/// `nbf`, `iat`, `auth_time` and the session's end checked against `now` (Unix seconds) with a
+/// leeway of `clock_skew_s` ([`lifetime::check`]). Returns the identity, or
+/// [`TokenError::Malformed`], `BadSignature`, `Expired`, `SessionEnded`, `NotYetValid`.
 pub fn verify(cfg: &Config, kind: TokenKind, token: &str, now: u64) -> Result<Identity, TokenError> {
-    verify_window(cfg, kind, token, now).map(|(identity, _)| identity)
+    verify_session(cfg, kind, token, now).map(|v| v.identity)
 }
 
-/// [`verify`] through `cache`: a cached token of `kind` whose window still contains `now` is
-/// accepted without HS256 work; any other is verified and, only if it verifies, cached.
-/// Same results as [`verify`] as long as `cache` was filled under this `cfg`'s keys.
+/// [`verify_window`] through `cache`: a cached token of `kind` whose window still contains
+/// `now` is accepted without HS256 work; any other is verified and, only if it verifies, cached.
+/// Same results as [`verify_window`] as long as `cache` was filled under this `cfg`.
 pub fn verify_cached(
     cfg: &Config,
     cache: &mut TokenCache,
     kind: TokenKind,
     token: &str,
     now: u64,
-) -> Result<Identity, TokenError> {
-    if let Some(identity) = cache.get(kind, token, now, cfg.clock_skew_s) {
-        return Ok(identity.clone());
+) -> Result<(Identity, Window), TokenError> {
+    if let Some((identity, window)) = cache.get_with_window(kind, token, now, cfg.clock_skew_s) {
+        return Ok((identity.clone(), *window));
     }
     let (identity, window) = verify_window(cfg, kind, token, now)?;
     cache.insert(kind, token, identity.clone(), window);
-    Ok(identity)
+    Ok((identity, window))
 }
 
 /// [`verify_cached`] for a request that goes on with the identity: its header text, prepared
@@ -225,6 +275,11 @@ pub fn verify_cached_published(
 
 /// [`verify`], also returning the window in which the token is valid (for [`TokenCache`]).
 pub fn verify_window(cfg: &Config, kind: TokenKind, token: &str, now: u64) -> Result<(Identity, Window), TokenError> {
+    verify_session(cfg, kind, token, now).map(|v| (v.identity, v.window))
+}
+
+/// [`verify`], returning everything the token says ([`Verified`]).
+pub fn verify_session(cfg: &Config, kind: TokenKind, token: &str, now: u64) -> Result<Verified, TokenError> {
     let keys = match kind {
         TokenKind::Access => &cfg.access_keys,
         TokenKind::Refresh => &cfg.refresh_keys,
@@ -232,31 +287,38 @@ pub fn verify_window(cfg: &Config, kind: TokenKind, token: &str, now: u64) -> Re
     if token.len() > MAX_TOKEN_BYTES {
         return Err(TokenError::Malformed);
     }
-    let claims = match verify_with(&keys.current, token, now, cfg.clock_skew_s) {
+    let claims = match verify_with(&keys.current, token) {
         Err(TokenError::BadSignature) => match &keys.previous {
-            Some(previous) => verify_with(previous, token, now, cfg.clock_skew_s),
+            Some(previous) => verify_with(previous, token),
             None => Err(TokenError::BadSignature),
         },
         other => other,
     }?;
-    let Some(expires_at) = claims.expires_at else {
-        return Err(TokenError::Malformed);
+    let secs = |t: Option<Duration>| t.map(|t| t.as_secs());
+    let times = TimeClaims {
+        issued_at: secs(claims.issued_at),
+        not_before: secs(claims.invalid_before),
+        expires_at: secs(claims.expires_at),
+        auth_time: claims.custom.auth_time,
     };
-    let not_before = claims.issued_at.max(claims.invalid_before).map_or(0, |t| t.as_secs());
-    let window = Window { not_before, expires_at: expires_at.as_secs() };
-    let identity = claims.custom;
-    let identity = Identity::new(identity.user_id, identity.role).ok_or(TokenError::Malformed)?;
-    Ok((identity, window))
+    let window = lifetime::check(cfg, &times, now)?;
+    let SessionClaims { user_id, role, .. } = claims.custom;
+    let identity = Identity::new(user_id, role).ok_or(TokenError::Malformed)?;
+    Ok(Verified { identity, window, times })
 }
 
-fn verify_with(key: &HS256Key, token: &str, now: u64, clock_skew_s: u64) -> Result<JWTClaims<Identity>, TokenError> {
+/// The signature and the claims' shape, by jwt-simple. Its time checks are switched off (at
+/// time 0, with tokens from the future accepted, no `exp`, `iat` or `nbf` can fail): the time
+/// rules, the session's end among them, are [`lifetime::check`]'s, applied to what this returns.
+fn verify_with(key: &HS256Key, token: &str) -> Result<JWTClaims<SessionClaims>, TokenError> {
     let options = VerificationOptions {
-        time_tolerance: Some(Duration::from_secs(clock_skew_s)),
-        artificial_time: Some(Duration::from_secs(now)),
+        accept_future: true,
+        time_tolerance: Some(Duration::from_secs(0)),
+        artificial_time: Some(Duration::from_secs(0)),
         max_token_length: Some(MAX_TOKEN_BYTES),
         ..VerificationOptions::default()
     };
-    key.verify_token::<Identity>(token, Some(options)).map_err(|e| match e.downcast_ref::<JWTError>() {
+    key.verify_token::<SessionClaims>(token, Some(options)).map_err(|e| match e.downcast_ref::<JWTError>() {
         Some(JWTError::InvalidAuthenticationTag | JWTError::InvalidSignature) => TokenError::BadSignature,
         Some(JWTError::TokenHasExpired) => TokenError::Expired,
         Some(JWTError::TokenNotValidYet | JWTError::ClockDrift) => TokenError::NotYetValid,
@@ -278,15 +340,15 @@ mod tests {
     fn minted_pair_has_the_contract_claims() {
         let cfg = config();
         let identity = Identity::new(json!(42), Some(json!("admin"))).unwrap();
-        let pair = mint_pair(&cfg, &identity, NOW).unwrap();
+        let pair = mint_pair(&cfg, &identity, NOW, NOW).unwrap();
         let a = payload(&pair.access);
-        assert_eq!(a, json!({"userId": 42, "role": "admin", "iat": NOW, "exp": NOW + 900}));
+        assert_eq!(a, json!({"userId": 42, "role": "admin", "iat": NOW, "auth_time": NOW, "exp": NOW + 900}));
         let r = payload(&pair.refresh);
         assert_eq!(r["userId"], json!(42));
         assert_eq!(r["role"], json!("admin"));
         assert_eq!(r["exp"].as_u64().unwrap() - r["iat"].as_u64().unwrap(), 604_800);
         assert_eq!(r["jti"].as_str().unwrap().len(), 32);
-        let again = mint_pair(&cfg, &identity, NOW).unwrap();
+        let again = mint_pair(&cfg, &identity, NOW, NOW).unwrap();
         assert_ne!(payload(&again.refresh)["jti"], r["jti"]);
         assert_eq!(verify(&cfg, TokenKind::Refresh, &pair.refresh, NOW).unwrap(), identity);
     }
@@ -302,8 +364,8 @@ mod tests {
     fn string_user_id_stays_a_string_and_role_is_optional() {
         let cfg = config();
         let identity = Identity::new(json!("u-7"), None).unwrap();
-        let pair = mint_pair(&cfg, &identity, NOW).unwrap();
-        assert_eq!(payload(&pair.access), json!({"userId": "u-7", "iat": NOW, "exp": NOW + 900}));
+        let pair = mint_pair(&cfg, &identity, NOW, NOW).unwrap();
+        assert_eq!(payload(&pair.access), json!({"userId": "u-7", "iat": NOW, "auth_time": NOW, "exp": NOW + 900}));
         let back = verify_access(&cfg, &pair.access).unwrap();
         assert_eq!(back.user_id_header().as_deref(), Some("u-7"));
         assert_eq!(back.role_header(), None);
@@ -325,8 +387,8 @@ mod tests {
         let cfg = config();
         let identity = Identity::new(json!(9), Some(json!(""))).unwrap();
         assert_eq!(identity.role_header().as_deref(), Some(""));
-        let pair = mint_pair(&cfg, &identity, NOW).unwrap();
-        assert_eq!(payload(&pair.access), json!({"userId": 9, "role": "", "iat": NOW, "exp": NOW + 900}));
+        let pair = mint_pair(&cfg, &identity, NOW, NOW).unwrap();
+        assert_eq!(payload(&pair.access), json!({"userId": 9, "role": "", "iat": NOW, "auth_time": NOW, "exp": NOW + 900}));
         assert_eq!(verify(&cfg, TokenKind::Refresh, &pair.refresh, NOW).unwrap(), identity);
         // jose-style: no iat.
         let jose = token(ACCESS_SECRET, json!({"userId": "u", "role": ""}), None, Some(NOW + 100));
@@ -445,7 +507,7 @@ mod tests {
         let expired_old = token(ACCESS_PREVIOUS, json!({"userId": 1}), Some(NOW - 1000), Some(NOW - 100));
         assert_eq!(verify_access(&cfg, &expired_old), Err(TokenError::Expired));
         assert_eq!(verify_access(&config(), &old), Err(TokenError::BadSignature), "without _PREVIOUS it fails");
-        let pair = mint_pair(&cfg, &Identity::new(json!(1), None).unwrap(), NOW).unwrap();
+        let pair = mint_pair(&cfg, &Identity::new(json!(1), None).unwrap(), NOW, NOW).unwrap();
         assert!(verify_access(&config(), &pair.access).is_ok(), "new tokens use the current secret");
     }
 }

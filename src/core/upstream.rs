@@ -145,9 +145,11 @@ fn parse_renewal(cfg: &Config, reply: &UpstreamReply) -> Option<Renewal> {
     };
     let tokens = [Some(body.access_token.as_str()), body.refresh_token.as_deref()];
     let fits = tokens.iter().flatten().all(|t| cookies::is_cookie_value(t));
-    // Both upstream cookies have the same attributes and lifetime: one size check each.
-    let [access_cookie, _] = cfg.cookies.set_upstream(&body.access_token, "");
-    let [_, refresh_cookie] = cfg.cookies.set_upstream("", body.refresh_token.as_deref().unwrap_or_default());
+    // Both upstream cookies have the same attributes and lifetime: one size check each, at the
+    // longest `Max-Age` they can get (a shorter one is never longer to write).
+    let longest = cfg.refresh_ttl_s;
+    let [access_cookie, _] = cfg.cookies.set_upstream(&body.access_token, "", longest);
+    let [_, refresh_cookie] = cfg.cookies.set_upstream("", body.refresh_token.as_deref().unwrap_or_default(), longest);
     let small = access_cookie.len() <= cookies::MAX_SET_COOKIE_BYTES && refresh_cookie.len() <= cookies::MAX_SET_COOKIE_BYTES;
     (fits && small).then_some(Renewal { access_token: body.access_token, refresh_token: body.refresh_token, identity })
 }

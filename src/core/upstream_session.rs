@@ -22,12 +22,12 @@ use crate::config::Config;
 use crate::core::cookies;
 use crate::core::decision::{Decision, LocalReply, OutboundCall, Outcome, UpstreamReply};
 use crate::core::request::RequestView;
-use crate::core::session;
+use crate::core::session::{self, NewTokens};
 use crate::core::session_key;
 use crate::core::shared_calls::{self, Claim, SharedData};
 use crate::core::tokens::{self, Identity};
 use crate::core::upstream::{self, RefreshAnswer};
-use crate::error::CallError;
+use crate::error::{CallError, TokenError};
 
 /// How long an answer is reused for the same `refreshToken`, in milliseconds.
 pub const REUSE_MS: u64 = shared_calls::REUSE_MS;
@@ -63,6 +63,9 @@ pub struct Rotation {
     pub request: RequestView<'static>,
     /// From the verified ETLS refresh token.
     pub identity: Identity,
+    /// The session's `auth_time`, carried over to the tokens this rotation mints (resolved
+    /// when the rotation began: see `core::lifetime::rotation_auth_time`).
+    pub auth_time: u64,
     /// The value of the upstream `refreshToken` cookie.
     pub upstream_refresh: String,
     /// False when the request's body is still arriving and is not known to be small: holding
@@ -83,13 +86,19 @@ pub fn settle(cfg: &Config, rotation: &Rotation, answer: &RefreshAnswer, now: u6
     match answer {
         RefreshAnswer::Ended => ended(cfg, rotation),
         RefreshAnswer::Outage => {
-            let Ok(pair) = tokens::mint_pair(cfg, &rotation.identity, now) else {
-                return session::deny(cfg, req, Outcome::InternalError);
+            let pair = match tokens::mint_pair(cfg, &rotation.identity, rotation.auth_time, now) {
+                Ok(pair) => pair,
+                Err(error) => return mint_failed(cfg, rotation, error),
             };
             match rotation.route {
-                Route::Protected => {
-                    session::forward_rotated(cfg, req, &rotation.identity, &pair.access, &pair.refresh, None, Outcome::RotatedInline)
-                }
+                Route::Protected => session::forward_rotated(
+                    cfg,
+                    req,
+                    &rotation.identity,
+                    NewTokens::minted(&pair),
+                    None,
+                    Outcome::RotatedInline,
+                ),
                 Route::RefreshRoute => session::refreshed(cfg, &pair, None),
             }
         }
@@ -97,21 +106,36 @@ pub fn settle(cfg: &Config, rotation: &Rotation, answer: &RefreshAnswer, now: u6
             let identity = renewal.identity.as_ref().unwrap_or(&rotation.identity);
             let upstream_refresh = renewal.refresh_token.as_deref().unwrap_or(&rotation.upstream_refresh);
             let upstream = Some((renewal.access_token.as_str(), upstream_refresh));
-            let renewed = tokens::mint_pair(cfg, identity, now).map(|pair| match rotation.route {
-                Route::Protected => {
-                    session::forward_rotated(cfg, req, identity, &pair.access, &pair.refresh, upstream, Outcome::RotatedInline)
-                }
+            let renewed = tokens::mint_pair(cfg, identity, rotation.auth_time, now).map(|pair| match rotation.route {
+                Route::Protected => session::forward_rotated(
+                    cfg,
+                    req,
+                    identity,
+                    NewTokens::minted(&pair),
+                    upstream,
+                    Outcome::RotatedInline,
+                ),
                 Route::RefreshRoute => session::refreshed(cfg, &pair, upstream),
             });
             match renewed {
                 Ok(decision @ Decision::Forward(_)) => decision,
                 Ok(Decision::Respond(reply)) if reply.status == 200 => Decision::Respond(reply),
+                Err(error @ TokenError::SessionEnded) => mint_failed(cfg, rotation, error),
                 // `userData` whose claims make a token too large for its cookie (the upstream
                 // tokens themselves were checked when the answer was read): a malformed answer,
                 // so the rotation goes on as in an outage, with the session's own identity.
                 _ => settle(cfg, rotation, &RefreshAnswer::Outage, now),
             }
         }
+    }
+}
+
+/// The answer when no tokens could be minted: the session reached `auth_time + max_session_s`
+/// while the login API was asked (deny / refresh route 401), or an internal error.
+fn mint_failed(cfg: &Config, rotation: &Rotation, error: TokenError) -> Decision {
+    match (rotation.route, error) {
+        (Route::RefreshRoute, TokenError::SessionEnded) => session::invalid_refresh_token(Outcome::DeniedMaxSession),
+        (_, error) => session::deny(cfg, &rotation.request, session::mint_failure(error)),
     }
 }
 
@@ -554,8 +578,9 @@ fn claim_counts(took_over: bool, overwrote_live: bool) -> Vec<Outcome> {
 
 /// The decision for a protected request or the refresh route once its ETLS refresh token
 /// verified, when `login_refresh_path` is set: no upstream `refreshToken` denies, else join the
-/// shared call. `None` when `login_refresh_path` is not set.
-pub fn rotation(cfg: &Config, route: Route, req: &RequestView, identity: &Identity) -> Option<Decision> {
+/// shared call. `None` when `login_refresh_path` is not set. `auth_time` is the session's, for
+/// the tokens the rotation mints.
+pub fn rotation(cfg: &Config, route: Route, req: &RequestView, identity: &Identity, auth_time: u64) -> Option<Decision> {
     cfg.login_refresh_path.as_ref()?;
     let cookie_header = req.cookie.as_deref().unwrap_or_default();
     let Some(upstream_refresh) = cookies::find(cookie_header, &cfg.cookies.names.upstream_refresh) else {
@@ -565,6 +590,7 @@ pub fn rotation(cfg: &Config, route: Route, req: &RequestView, identity: &Identi
         route,
         request: req.clone().into_owned(),
         identity: identity.clone(),
+        auth_time,
         upstream_refresh: upstream_refresh.to_owned(),
         can_wait: can_hold_body(cfg, req),
     })))

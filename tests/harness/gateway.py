@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "user_id_header": "x-etls-user-id",
     "role_header": "x-etls-role",
     "max_login_body_bytes": 16384,
+    "max_session_s": 2592000,
 }
 
 PROBE_HEADER = "x-etls-probe"
