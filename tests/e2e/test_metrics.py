@@ -21,6 +21,7 @@ OUTCOMES = [
     "cross_origin_refused", "logout_upstream_reached", "logout_upstream_failed",
     "upstream_refresh_calls", "upstream_refresh_joined_remote", "upstream_refresh_lease_taken_over",
     "upstream_refresh_slot_overwritten", "upstream_refresh_unshared",
+    "denied_max_session",
 ]
 LOGIN = "/api/auth/login"
 JSON = {"Content-Type": "application/json"}
@@ -86,6 +87,9 @@ def test_each_outcome_is_counted_exactly(gw_metrics, login_api):
     assert gw.get("/p").status == 401
     assert gw.get("/p", cookies=s(tokens.access(secret=tokens.WRONG_SECRET))).status == 401
     assert gw.get("/p", accept="text/html", cookies=s(None, tokens.expired_refresh())).status == 302
+    # A session past max_session_s (default 30 days), whatever its refresh token's exp says.
+    ended = tokens.now() - 2592000 - 100
+    assert gw.get("/p", cookies=s(None, tokens.refresh(auth_time=ended))).status == 401
     # Public paths and a preflight.
     assert gw.get("/login").status == 200
     assert gw.get("/login/help").status == 200
@@ -101,6 +105,7 @@ def test_each_outcome_is_counted_exactly(gw_metrics, login_api):
         "login_succeeded": 2, "login_rejected": 1, "login_rate_limited": 1, "login_upstream_failed": 1,
         "login_bad_request": 1, "method_not_allowed": 2, "session_valid": 3, "rotated_inline": 2,
         "denied_no_session": 1, "denied_no_refresh": 1, "denied_refresh_invalid": 1, "public": 2, "preflight": 1,
+        "denied_max_session": 1,
         "refreshed": 1, "refresh_rejected": 1, "logged_out": 1,
     }
     # The same numbers in the Prometheus format.

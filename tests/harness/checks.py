@@ -142,8 +142,14 @@ def rotated(resp: Response, gw: Gateway, *, user_id: Any, role: Any) -> tuple[st
 
 def new_tokens_ok(gw: Gateway, access: str, refresh: str, *, user_id: Any, role: Any) -> None:
     """Tokens the filter minted: HS256, signed with the current secrets (not the previous ones),
-    userId with its JSON type, role, exp - iat = ttl, iat about now, refresh has a jti."""
+    userId with its JSON type, role, exp - iat = ttl, iat about now, refresh has a jti, and
+    both carry the same integer auth_time, no later than iat (the session's start)."""
     t = tokens.now()
+    auth_times = {tokens.claims(tok).get("auth_time") for tok in (access, refresh)}
+    assert len(auth_times) == 1, f"access and refresh auth_time differ: {auth_times}"
+    auth_time = auth_times.pop()
+    assert isinstance(auth_time, int) and auth_time <= tokens.claims(access).get("iat", 0), \
+        f"auth_time {auth_time!r} is not an integer at or before iat"
     for tok, secret, ttl, kind in ((access, gw.access_secret, gw.access_ttl_s, "access"),
                                    (refresh, gw.refresh_secret, gw.refresh_ttl_s, "refresh")):
         assert tokens.header(tok).get("alg") == "HS256", f"{kind} token header {tokens.header(tok)}"

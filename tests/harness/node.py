@@ -30,9 +30,16 @@ def jose_version() -> str:
     return json.loads((NODE_DIR / "node_modules" / "jose" / "package.json").read_text())["version"]
 
 
-def mint(secret: str, user_id: Any, role: Any = None, exp: str | int = "15m") -> str:
-    """A token minted exactly like the Next.js app did (SignJWT, HS256 header only, exp, no iat)."""
-    claims = {"userId": user_id} if role is None else {"userId": user_id, "role": role}
+def mint(secret: str, user_id: Any, role: Any = None, exp: str | int = "15m", *,
+         iat: int | str | None = None, auth_time: int | str | None = None) -> str:
+    """A token minted exactly like the Next.js app did (SignJWT, HS256 header only, exp, no iat).
+    `iat` (jose setIssuedAt) and `auth_time` add those claims (tokens of the filter's shape): Unix
+    seconds, or "now-<n>" / "now+<n>" counted from the moment node mints it."""
+    claims: dict[str, Any] = {"userId": user_id} if role is None else {"userId": user_id, "role": role}
+    if iat is not None:
+        claims["iat"] = iat
+    if auth_time is not None:
+        claims["auth_time"] = auth_time
     r = _run("mint.mjs", [json.dumps(claims), str(exp)], secret)
     if r.returncode != 0:
         raise paths.HarnessError(f"node mint.mjs failed ({r.returncode}): {r.stderr}")
