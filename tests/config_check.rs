@@ -53,6 +53,8 @@ fn an_invalid_configuration_exits_1_with_one_line_naming_the_key() {
         (r#"{"login_cluster": "l", "cookie_secur": false}"#, "invalid configuration: `cookie_secur`: unknown key; did you mean `cookie_secure`?"),
         (r#"{"login_clustr": "l"}"#, "invalid configuration: `login_cluster`: required; found `login_clustr`, did you mean it?"),
         (r#"{"login_cluster": "l", "clock_skew_s": 7200}"#, "invalid configuration: `clock_skew_s`: must be at most 3600"),
+        (r#"{"login_cluster": "l", "max_session_s": 600, "access_ttl_s": 900}"#, "invalid configuration: `max_session_s`: must be at least access_ttl_s"),
+        (r#"{"login_cluster": "l", "max_session_s": 0}"#, "invalid configuration: `max_session_s`: must be between 1 and 315360000 seconds"),
         ("[1]", "invalid configuration: configuration: must be one JSON object"),
     ];
     for (config, want) in cases {

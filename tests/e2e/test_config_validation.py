@@ -114,10 +114,12 @@ VALID = {
         access_ttl_s=300, refresh_ttl_s=86400, access_secret_env="ETLS_ACCESS", refresh_secret_env="ETLS_REFRESH",
         clock_skew_s=0, cookie_secure=True, cookie_same_site="Lax", cookie_domain="example.test",
         access_cookie="a", refresh_cookie="r", upstream_access_cookie="ua", upstream_refresh_cookie="ur",
-        user_id_header="x-uid", role_header="x-role", max_login_body_bytes=4096), SECRETS),
+        user_id_header="x-uid", role_header="x-role", max_login_body_bytes=4096, max_session_s=86400), SECRETS),
     "same_site_none_with_secure": (plugin_config(cookie_same_site="None", cookie_secure=True), SECRETS),
     "logout_and_trusted_origins": (plugin_config(login_logout_path="/logout", trusted_origins=[
         "https://Admin.Example.com", "http://localhost:3000", "https://b.example:443", "http://[::1]:8080"]), SECRETS),
+    "max_session_s_equal_to_access_ttl_s": (plugin_config(access_ttl_s=600, max_session_s=600), SECRETS),
+    "max_session_s_below_refresh_ttl_s": (plugin_config(max_session_s=3600, refresh_ttl_s=604800), SECRETS),
     "secret_exactly_32_bytes": (plugin_config(), {"ETLS_ACCESS": LONG_A, "ETLS_REFRESH": LONG_R}),
     "previous_secrets": (plugin_config(), {**SECRETS, "ETLS_ACCESS_PREVIOUS": "p" * 40, "ETLS_REFRESH_PREVIOUS": "q" * 40}),
 }
@@ -171,6 +173,13 @@ INVALID = {
     "trusted_origin_wildcard": (plugin_config(trusted_origins=["https://*.a.example"]), SECRETS, "trusted_origins"),
     "trusted_origin_bad_port": (plugin_config(trusted_origins=["https://a.example:70000"]), SECRETS, "trusted_origins"),
     "trusted_origin_null": (plugin_config(trusted_origins=["null"]), SECRETS, "trusted_origins"),
+    "max_session_s_zero": (plugin_config(max_session_s=0), SECRETS, "max_session_s"),
+    "max_session_s_negative": (plugin_config(max_session_s=-1), SECRETS, "max_session_s"),
+    "max_session_s_fractional": (plugin_config(max_session_s=86400.5), SECRETS, "max_session_s"),
+    "max_session_s_as_string": (plugin_config(max_session_s="86400"), SECRETS, "max_session_s"),
+    "max_session_s_too_long": (plugin_config(max_session_s=315360001), SECRETS, "max_session_s"),
+    "max_session_s_below_access_ttl_s": (plugin_config(access_ttl_s=900, max_session_s=899), SECRETS, "max_session_s"),
+    "default_max_session_s_below_access_ttl_s": (plugin_config(access_ttl_s=2592001), SECRETS, "max_session_s"),
 }
 
 
