@@ -30,27 +30,8 @@ pub const DEFAULT_CAPACITY: usize = 1024;
 /// signature.
 pub const DIGEST_BYTES: usize = 32;
 
-/// When a verified token is valid, in Unix seconds, before the leeway is applied, and when its
-/// session began (built by `core::lifetime::check`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    /// The later of `iat` and `nbf` (0 when neither is present).
-    pub not_before: u64,
-    /// The earlier of `exp` and the session's end (`auth_time + max_session_s`), so that a
-    /// cached token is never accepted past the session's end.
-    pub expires_at: u64,
-    /// The session's `auth_time` as the token tells it (its `auth_time`, else its `iat`; `None`
-    /// with neither), carried over by rotations.
-    pub auth_time: Option<u64>,
-}
-
-impl Window {
-    /// True when `now` lies in the window widened by `leeway_s` on both sides (the same rule
-    /// as verification: `not_before <= now + leeway` and `now - leeway <= exp`).
-    pub fn contains(&self, now: u64, leeway_s: u64) -> bool {
-        self.not_before <= now.saturating_add(leeway_s) && now >= leeway_s && now - leeway_s <= self.expires_at
-    }
-}
+/// When a verified token is valid (built by `core::lifetime::check`, which owns it).
+pub use crate::core::lifetime::Window;
 
 struct Cached {
     /// The whole token: a hit must equal it.
