@@ -151,6 +151,10 @@ fn a_waiter_that_leaves_never_takes_a_lease() {
     other.join(&c, &sh, 2, rotation(&c, "/b", "ur"), NOW_MS);
     other.leave(2);
     assert_eq!(other.tick_period_ms(), None);
+    // A new waiter on the entry left behind gets the tick going again.
+    assert!(matches!(other.join(&c, &sh, 3, rotation(&c, "/b", "ur"), NOW_MS + 1), Joined::Wait { dispatch: true, .. }));
+    assert_eq!(other.tick_period_ms(), Some(POLL_TICK_MS));
+    other.leave(3);
     assert_eq!(other.tick(&c, &sh, NOW_MS + 10 * TIMEOUT_MS), Settled::default());
     assert!(other.take_queued().is_empty() && other.is_empty());
 }

@@ -301,9 +301,12 @@ impl UpstreamCalls {
                     return outage(&rotation, Vec::new());
                 }
                 let count = joined_count(entry.remote);
+                // Another VM's call is polled on the tick, which may have stopped when its
+                // last waiter here left: have it run again.
+                let tick = matches!(entry.state, State::Remote { .. });
                 entry.waiters.push((context_id, rotation));
                 self.waiting.insert(context_id, key);
-                Joined::Wait { dispatch: false, counts: vec![count] }
+                Joined::Wait { dispatch: tick, counts: vec![count] }
             }
             None => {
                 let session = session_key::SessionKey(key);
