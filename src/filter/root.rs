@@ -201,11 +201,14 @@ impl RootContext for AuthRoot {
                 return false;
             }
             self.calls = Some(Rc::new(RefCell::new(UpstreamCalls::new(u32::from_le_bytes(vm)))));
-            // Every shared slot exists from now on, so that every later write is a CAS.
-            shared_calls::prepare_slots(&HostShared);
         }
         match Config::parse(&raw, secret_from_env) {
             Ok(config) => {
+                if config.login_refresh_path.is_some() {
+                    // Every shared slot exists from now on, so that every later write is a CAS
+                    // (slots that exist are left alone; without the key, none is created).
+                    shared_calls::prepare_slots(&HostShared);
+                }
                 // A new configuration may bring new keys: forget every token verified before.
                 self.cache = Rc::new(RefCell::new(TokenCache::default()));
                 self.config = Some(Rc::new(config));
