@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::core::cookies::{CookieNames, CookiePolicy, SameSite};
 use crate::core::origin::TrustedOrigins;
-use crate::core::tokens::KeyRing;
+use crate::core::model::KeyRing;
 use crate::error::{ConfigError, SecretProblem};
 
 /// Longest cookie or token lifetime accepted: browsers cap `Max-Age` at 400 days.

@@ -19,8 +19,10 @@ use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
-use crate::core::decision::PublishedIdentity;
-use crate::core::tokens::{Identity, TokenKind};
+use crate::core::model::{Identity, PublishedIdentity, TokenKind};
+
+/// The window a cached token is checked against (defined in `core::model`).
+pub use crate::core::model::Window;
 
 /// Default entries per token kind. A token is ~200-300 bytes, so a full cache is well under
 /// 1 MiB per VM.
@@ -29,9 +31,6 @@ pub const DEFAULT_CAPACITY: usize = 1024;
 /// How many trailing bytes of a token its digest covers: an HS256 token ends in its 43-character
 /// signature.
 pub const DIGEST_BYTES: usize = 32;
-
-/// When a verified token is valid (built by `core::lifetime::check`, which owns it).
-pub use crate::core::lifetime::Window;
 
 struct Cached {
     /// The whole token: a hit must equal it.

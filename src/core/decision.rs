@@ -4,6 +4,12 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::core::model::Identity;
+use crate::core::request::RequestView;
+
+/// The identity a `Forward` publishes (defined in `core::model`, with the other plain data).
+pub use crate::core::model::PublishedIdentity;
+
 /// The core's answer to a request event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -21,10 +27,40 @@ pub enum Decision {
     /// is held too and replaced by the filter's own reply.
     ReadBody { header_edits: Vec<HeaderEdit>, hold_headers: bool },
     /// A rotation that first asks the login API (`login_refresh_path`): hand it to the VM's
-    /// shared [`crate::core::upstream_session::UpstreamCalls`], which answers it at once (a
+    /// shared `core::upstream_session::UpstreamCalls`, which answers it at once (a
     /// reused answer) or makes it wait on the one call for its session.
-    Join(Box<crate::core::upstream_session::Rotation>),
+    Join(Box<Rotation>),
 }
+
+/// Which route a rotation belongs to; it decides the shape of the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// A protected request with an expired access token: forward rotated, or deny.
+    Protected,
+    /// `POST refresh_path`: 200 with new cookies, or 401.
+    RefreshRoute,
+}
+
+/// A rotation that asks the login API first: everything needed to decide it later.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rotation {
+    pub route: Route,
+    pub request: RequestView<'static>,
+    /// From the verified ETLS refresh token.
+    pub identity: Identity,
+    /// The session's `auth_time`, carried over to the tokens this rotation mints (resolved
+    /// when the rotation began: see `core::lifetime::rotation_auth_time`).
+    pub auth_time: u64,
+    /// The value of the upstream `refreshToken` cookie.
+    pub upstream_refresh: String,
+    /// False when the request's body is still arriving and is not known to be small: holding
+    /// it while the call is out would buffer it (413 past Envoy's limit), so it takes a reused
+    /// answer if there is one and is otherwise rotated without the API (asked next time).
+    pub can_wait: bool,
+}
+
+// `Identity` compares JSON values, which are `Eq`; `Decision` is `Eq`.
+impl Eq for Rotation {}
 
 /// A request header to set to these bytes (`Some`, any bytes: a rewritten `Cookie` header keeps
 /// the client's non-UTF-8 bytes) or to remove (`None`).
@@ -224,16 +260,6 @@ pub struct Forward {
     /// The verified identity to publish in Envoy's filter state (`wasm.etls_user_id`,
     /// `wasm.etls_role`); `None` when the request goes on without one (public path, preflight).
     pub identity: Option<PublishedIdentity>,
-}
-
-/// A verified identity as the rest of Envoy sees it: the same text as the identity headers.
-/// Shared text: the token cache prepares it once per token, and a hit only counts a reference.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublishedIdentity {
-    /// `userId` as text (filter state `wasm.etls_user_id`).
-    pub user_id: Rc<str>,
-    /// `role` as text, when the token has one (filter state `wasm.etls_role`).
-    pub role: Option<Rc<str>>,
 }
 
 /// A local reply. Built only through [`LocalReply::json`] or [`LocalReply::empty`], which both

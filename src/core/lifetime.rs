@@ -18,27 +18,8 @@
 use crate::config::Config;
 use crate::error::TokenError;
 
-/// When a verified token is valid, in Unix seconds, before the leeway is applied, and when its
-/// session began (built by [`check`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    /// The later of `iat` and `nbf` (0 when neither is present).
-    pub not_before: u64,
-    /// The earlier of `exp` and the session's end (`auth_time + max_session_s`), so that a
-    /// cached token is never accepted past the session's end.
-    pub expires_at: u64,
-    /// The session's `auth_time` as the token tells it (its `auth_time`, else its `iat`; `None`
-    /// with neither), carried over by rotations.
-    pub auth_time: Option<u64>,
-}
-
-impl Window {
-    /// True when `now` lies in the window widened by `leeway_s` on both sides (the same rule
-    /// as verification: `not_before <= now + leeway` and `now - leeway <= exp`).
-    pub fn contains(&self, now: u64, leeway_s: u64) -> bool {
-        self.not_before <= now.saturating_add(leeway_s) && now >= leeway_s && now - leeway_s <= self.expires_at
-    }
-}
+/// When a verified token is valid, built by [`check`] (plain data, defined in `core::model`).
+pub use crate::core::model::Window;
 
 /// The time claims of a token whose signature has verified, in Unix seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

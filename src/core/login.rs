@@ -32,7 +32,7 @@ pub fn on_headers(cfg: &Config, req: &RequestView) -> Decision {
     if req.method != "POST" {
         return session::method_not_allowed();
     }
-    if let Some(refused) = crate::core::origin::refuse(cfg, req) {
+    if let Some(refused) = crate::core::origin::refuse(&cfg.trusted_origins, req) {
         return refused;
     }
     if !req.has_json_body() {

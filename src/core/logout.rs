@@ -19,7 +19,7 @@ pub fn on_request(cfg: &Config, req: &RequestView) -> Decision {
     if req.method != "POST" {
         return session::method_not_allowed();
     }
-    if let Some(refused) = origin::refuse(cfg, req) {
+    if let Some(refused) = origin::refuse(&cfg.trusted_origins, req) {
         return refused;
     }
     let cookie_header = req.cookie.as_deref().unwrap_or_default();

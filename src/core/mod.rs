@@ -9,6 +9,7 @@ pub mod headers;
 pub mod lifetime;
 pub mod login;
 pub mod logout;
+pub mod model;
 pub mod origin;
 pub mod paths;
 pub mod request;

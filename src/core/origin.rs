@@ -14,14 +14,13 @@
 //! The trusted origins are parsed once, at configure time ([`TrustedOrigins::parse`]); checking
 //! a request borrows its header bytes and allocates nothing. No proxy_wasm here.
 
-use crate::config::Config;
 use crate::core::decision::{Decision, LocalReply, Outcome};
 use crate::core::request::RequestView;
 
 /// 403 `{"error":"Cross-origin request refused"}` (no cookie set or cleared) when the request
 /// to one of the filter's routes is cross-origin ([`is_allowed`] says no), else `None`.
-pub fn refuse(cfg: &Config, req: &RequestView) -> Option<Decision> {
-    if is_allowed(&cfg.trusted_origins, req) {
+pub fn refuse(trusted: &TrustedOrigins, req: &RequestView) -> Option<Decision> {
+    if is_allowed(trusted, req) {
         return None;
     }
     Some(Decision::Respond(LocalReply::json(Outcome::CrossOriginRefused, 403, r#"{"error":"Cross-origin request refused"}"#)))

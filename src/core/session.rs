@@ -10,9 +10,11 @@ use crate::core::decision::{HeaderEdit, Decision, Forward, LocalReply, Outcome, 
 use crate::core::lifetime;
 use crate::core::paths;
 use crate::core::request::RequestView;
-use crate::core::tokens::{self, Identity, TokenKind};
+use crate::core::model::{Identity, TokenKind};
+use crate::core::tokens;
 use crate::core::upstream;
-use crate::core::upstream_session::{self, Route};
+use crate::core::decision::Route;
+use crate::core::upstream_session;
 use crate::error::{CallError, TokenError};
 
 /// Forward untouched but for the identity headers, which only the filter may set.
@@ -155,7 +157,7 @@ pub fn refresh_route(cfg: &Config, cache: &mut TokenCache, req: &RequestView, no
     if req.method != "POST" {
         return method_not_allowed();
     }
-    if let Some(refused) = crate::core::origin::refuse(cfg, req) {
+    if let Some(refused) = crate::core::origin::refuse(&cfg.trusted_origins, req) {
         return refused;
     }
     let cookie_header = req.cookie.as_deref().unwrap_or_default();

@@ -26,7 +26,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::core::session_key::SessionKey;
-use crate::core::tokens::Identity;
+use crate::core::model::Identity;
 use crate::core::upstream::{RefreshAnswer, Renewal};
 
 /// How many shared-data keys hold records (the fixed key space).

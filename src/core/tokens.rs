@@ -8,10 +8,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::core::cache::{TokenCache, Window};
-use crate::core::decision::PublishedIdentity;
+use crate::core::cache::TokenCache;
+use crate::core::model::{PublishedIdentity, Window};
 use crate::core::lifetime::{self, PairTimes, TimeClaims};
 use crate::error::TokenError;
+
+/// The data these functions take and give, defined in `core::model` (below `config`).
+pub use crate::core::model::{Identity, KeyRing, TokenKind};
 
 /// Longest token accepted for verification, in bytes. Never below what the filter mints: every
 /// token it sets travels in a `Set-Cookie` of at most
@@ -19,114 +22,6 @@ use crate::error::TokenError;
 /// that would make one larger), so a token it minted is shorter than this; and a browser keeps no
 /// cookie larger than that.
 pub const MAX_TOKEN_BYTES: usize = 4096;
-
-/// The keys of one token kind: the current secret signs and verifies; the previous one, while
-/// `<NAME>_PREVIOUS` is set, still verifies.
-#[derive(Clone)]
-pub struct KeyRing {
-    current: HS256Key,
-    previous: Option<HS256Key>,
-}
-
-impl KeyRing {
-    /// Builds the keys once, at configure time, from raw secret bytes.
-    pub fn new(current: &[u8], previous: Option<&[u8]>) -> Self {
-        KeyRing { current: HS256Key::from_bytes(current), previous: previous.map(HS256Key::from_bytes) }
-    }
-
-    /// The current secret's bytes, for keyed hashes under it (`core::session_key`).
-    pub fn current_secret(&self) -> Vec<u8> {
-        self.current.to_bytes()
-    }
-}
-
-/// Who a session belongs to: the claims both tokens carry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Identity {
-    /// The login API's `userData.id`, JSON type kept (a number stays a number).
-    #[serde(rename = "userId")]
-    pub user_id: Value,
-    /// The login API's `userData.role`, when present.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<Value>,
-}
-
-impl Identity {
-    /// Builds an identity if both claims can travel as header values: `userId` a non-empty string
-    /// or a number, `role` absent, null, a string (the empty string included), a
-    /// number or a boolean; no control characters.
-    pub fn new(user_id: Value, role: Option<Value>) -> Option<Identity> {
-        let role = role.filter(|r| !r.is_null());
-        let identity = Identity { user_id, role };
-        identity.is_valid().then_some(identity)
-    }
-
-    /// The value of the user-id header.
-    pub fn user_id_header(&self) -> Option<String> {
-        header_value(&self.user_id, false)
-    }
-
-    /// The value of the role header, if the session has a role.
-    pub fn role_header(&self) -> Option<String> {
-        self.role.as_ref().and_then(|r| header_value(r, true))
-    }
-
-    /// The identity as header text (the identity headers and Envoy's filter state).
-    pub fn published(&self) -> PublishedIdentity {
-        PublishedIdentity {
-            user_id: self.user_id_header().unwrap_or_default().into(),
-            role: self.role_header().map(Into::into),
-        }
-    }
-
-    fn is_valid(&self) -> bool {
-        self.user_id_header().is_some() && (self.role.is_none() || self.role_header().is_some())
-    }
-}
-
-/// The header text of a claim. A role may be a boolean or empty (then the role header is set
-/// with an empty value); a `userId` may not.
-fn header_value(value: &Value, is_role: bool) -> Option<String> {
-    let text = match value {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => match n.as_u64() {
-            Some(id) => decimal(id),
-            None => n.to_string(),
-        },
-        Value::Bool(b) if is_role => b.to_string(),
-        _ => return None,
-    };
-    // A header value cannot carry leading or trailing spaces (RFC 9110 section 5.5: the app's
-    // HTTP parser trims them), so a `userId` " alice " would reach the app as "alice": another user.
-    let is_exact = is_role || (!text.starts_with(' ') && !text.ends_with(' '));
-    let is_safe = (is_role || !text.is_empty()) && is_exact && !text.chars().any(char::is_control);
-    is_safe.then_some(text)
-}
-
-/// `n` in decimal, without the formatting machinery (a numeric `userId` is formatted on every
-/// valid session).
-fn decimal(mut n: u64) -> String {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        if let Some(d) = digits.get_mut(start) {
-            *d = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 || start == 0 {
-            break;
-        }
-    }
-    digits.get(start..).map(|d| d.iter().map(|&b| char::from(b)).collect()).unwrap_or_default()
-}
-
-/// Which of the two ETLS tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenKind {
-    Access,
-    Refresh,
-}
 
 /// A freshly minted access and refresh token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,6 +224,7 @@ fn verify_with(key: &HS256Key, token: &str) -> Result<JWTClaims<SessionClaims>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::model::decimal;
     use crate::core::testing::*;
     use serde_json::json;
 

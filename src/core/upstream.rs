@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::core::cookies;
 use crate::core::session_key;
 use crate::core::decision::{CallKind, OutboundCall, UpstreamReply, MAX_UPSTREAM_BODY_BYTES};
-use crate::core::tokens::Identity;
+use crate::core::model::Identity;
 use crate::error::CallError;
 
 /// The `POST login_upstream_path` call with body `{"email":..,"password":..}`.

@@ -25,8 +25,11 @@ use crate::core::request::RequestView;
 use crate::core::session::{self, NewTokens};
 use crate::core::session_key;
 use crate::core::shared_calls::{self, Claim, SharedData};
-use crate::core::tokens::{self, Identity};
+use crate::core::model::Identity;
+use crate::core::tokens;
 use crate::core::upstream::{self, RefreshAnswer};
+/// The rotation a `Decision::Join` carries (plain data, defined in `core::decision`).
+pub use crate::core::decision::{Rotation, Route};
 use crate::error::{CallError, TokenError};
 
 /// How long an answer is reused for the same `refreshToken`, in milliseconds.
@@ -46,36 +49,6 @@ pub const DEADLINE_TICK_MS: u64 = 100;
 /// Tick period while requests wait on another VM's call: each tick reads its slot (Envoy's
 /// ticks come about 4 ms apart at this period).
 pub const POLL_TICK_MS: u64 = 1;
-
-/// Which route a rotation belongs to; it decides the shape of the answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    /// A protected request with an expired access token: forward rotated, or deny.
-    Protected,
-    /// `POST refresh_path`: 200 with new cookies, or 401.
-    RefreshRoute,
-}
-
-/// A rotation that asks the login API first: everything needed to decide it later.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Rotation {
-    pub route: Route,
-    pub request: RequestView<'static>,
-    /// From the verified ETLS refresh token.
-    pub identity: Identity,
-    /// The session's `auth_time`, carried over to the tokens this rotation mints (resolved
-    /// when the rotation began: see `core::lifetime::rotation_auth_time`).
-    pub auth_time: u64,
-    /// The value of the upstream `refreshToken` cookie.
-    pub upstream_refresh: String,
-    /// False when the request's body is still arriving and is not known to be small: holding
-    /// it while the call is out would buffer it (413 past Envoy's limit), so it takes a reused
-    /// answer if there is one and is otherwise rotated without the API (asked next time).
-    pub can_wait: bool,
-}
-
-// `Identity` compares JSON values, which are `Eq`; `Decision` is `Eq`.
-impl Eq for Rotation {}
 
 /// The decision for `rotation` given the login API's `answer` (docs/sessions.md, Upstream session):
 /// renewed: four new cookies (identity from `userData` when sent), ended: deny / 401 "Session
