@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::core::cookies::MAX_SET_COOKIE_BYTES;
 use crate::core::decision::{Decision, LocalReply, Outcome, UpstreamReply};
 use crate::core::request::RequestView;
-use crate::core::session;
+use crate::core::answers;
 use crate::core::tokens;
 use crate::core::upstream;
 use crate::error::CallError;
@@ -30,7 +30,7 @@ pub enum BodyStep {
 /// `max_login_body_bytes` gets 413; else the body is read (an absent body is a 400 at once).
 pub fn on_headers(cfg: &Config, req: &RequestView) -> Decision {
     if req.method != "POST" {
-        return session::method_not_allowed();
+        return answers::method_not_allowed();
     }
     if let Some(refused) = crate::core::origin::refuse(&cfg.trusted_origins, req) {
         return refused;
@@ -48,7 +48,7 @@ pub fn on_headers(cfg: &Config, req: &RequestView) -> Decision {
     if req.end_of_stream {
         return on_body(cfg, b"");
     }
-    Decision::ReadBody { header_edits: session::identity_edits(cfg, None), hold_headers: true }
+    Decision::ReadBody { header_edits: answers::identity_edits(cfg, None), hold_headers: true }
 }
 
 /// Progress of the body: `buffered` bytes so far, `end_of_stream` when it is complete.

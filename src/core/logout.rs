@@ -7,7 +7,7 @@ use crate::core::cookies;
 use crate::core::decision::{Decision, LocalReply, Outcome, UpstreamReply};
 use crate::core::origin;
 use crate::core::request::RequestView;
-use crate::core::session;
+use crate::core::answers;
 use crate::core::upstream;
 use crate::error::CallError;
 
@@ -17,7 +17,7 @@ use crate::error::CallError;
 /// goes to [`on_reply`]; otherwise 200 and the four clearing cookies at once.
 pub fn on_request(cfg: &Config, req: &RequestView) -> Decision {
     if req.method != "POST" {
-        return session::method_not_allowed();
+        return answers::method_not_allowed();
     }
     if let Some(refused) = origin::refuse(&cfg.trusted_origins, req) {
         return refused;

@@ -2,6 +2,7 @@
 //! `now` in Unix seconds), a `Decision` out. No proxy_wasm here and no clock: it runs under
 //! plain `cargo test` and can be fuzzed.
 
+pub mod answers;
 pub mod cache;
 pub mod cookies;
 pub mod decision;
@@ -13,6 +14,7 @@ pub mod model;
 pub mod origin;
 pub mod paths;
 pub mod request;
+pub mod rotation;
 pub mod session;
 pub mod session_key;
 pub mod shared_calls;
@@ -55,7 +57,7 @@ pub fn decide(cfg: &Config, req: &RequestView, now: u64) -> Decision {
 pub fn decide_cached(cfg: &Config, cache: &mut TokenCache, req: &RequestView, now: u64) -> Decision {
     let path = req.path_only();
     if cfg.bypass_cors_preflight && req.is_cors_preflight() {
-        return session::pass(cfg, decision::Outcome::Preflight);
+        return answers::pass(cfg, decision::Outcome::Preflight);
     }
     if path == cfg.routes.login {
         return login::on_headers(cfg, req);
@@ -67,7 +69,7 @@ pub fn decide_cached(cfg: &Config, cache: &mut TokenCache, req: &RequestView, no
         return logout::on_request(cfg, req);
     }
     if paths::is_public(&cfg.public_paths, path) {
-        return session::pass(cfg, decision::Outcome::Public);
+        return answers::pass(cfg, decision::Outcome::Public);
     }
     session::protect(cfg, cache, req, now)
 }
@@ -85,7 +87,7 @@ pub fn on_reply(
 ) -> Decision {
     match kind {
         CallKind::Login => login::on_reply(cfg, reply, now),
-        CallKind::Refresh => session::on_refresh_reply(cfg, req, reply, now),
+        CallKind::Refresh => rotation::on_refresh_reply(cfg, req, reply, now),
         CallKind::Logout => logout::on_reply(cfg, reply),
         // Made and answered by the VM's shared store (`upstream_session`), never by a request.
         CallKind::LoginRefresh => internal_error(),

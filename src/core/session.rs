@@ -1,26 +1,18 @@
-//! Protected requests (verify, rotate, deny) and the refresh route.
+//! Protected requests and the refresh route: find and verify the tokens, then hand a session
+//! whose refresh token verified to `core::rotation`; the answers are `core::answers`'s.
 //! No proxy_wasm here.
 
-use std::rc::Rc;
-
 use crate::config::Config;
+use crate::core::answers::{deny, internal_error, invalid_refresh_token, method_not_allowed, reply};
+use crate::core::answers;
 use crate::core::cache::TokenCache;
 use crate::core::cookies;
-use crate::core::decision::{HeaderEdit, Decision, Forward, LocalReply, Outcome, PublishedIdentity, UpstreamReply};
-use crate::core::lifetime;
-use crate::core::paths;
+use crate::core::decision::{Decision, LocalReply, Outcome};
+use crate::core::model::TokenKind;
 use crate::core::request::RequestView;
-use crate::core::model::{Identity, TokenKind};
+use crate::core::rotation;
 use crate::core::tokens;
-use crate::core::upstream;
-use crate::core::decision::Route;
-use crate::core::upstream_session;
-use crate::error::{CallError, TokenError};
-
-/// Forward untouched but for the identity headers, which only the filter may set.
-pub fn pass(cfg: &Config, outcome: Outcome) -> Decision {
-    Decision::Forward(Forward { outcome, header_edits: identity_edits(cfg, None), set_cookies: Vec::new(), identity: None })
-}
+use crate::error::TokenError;
 
 /// A protected request: verify, else rotate, else deny (see `core::decide`).
 /// Tokens are verified through `cache`.
@@ -32,12 +24,7 @@ pub fn protect(cfg: &Config, cache: &mut TokenCache, req: &RequestView, now: u64
     if let Some(token) = access {
         match tokens::verify_cached_published(cfg, cache, TokenKind::Access, token, now) {
             Ok(identity) => {
-                return Decision::Forward(Forward {
-                    outcome: Outcome::SessionValid,
-                    header_edits: edits_for(cfg, Some(&identity)),
-                    set_cookies: Vec::new(),
-                    identity: Some(identity),
-                });
+                return answers::valid(cfg, identity);
             }
             Err(error) => access_error = Some(error),
         }
@@ -56,100 +43,7 @@ pub fn protect(cfg: &Config, cache: &mut TokenCache, req: &RequestView, now: u64
         Err(TokenError::SessionEnded) => return deny(cfg, req, Outcome::DeniedMaxSession),
         Err(_) => return deny(cfg, req, Outcome::DeniedRefreshInvalid),
     };
-    // Every rotation carries the session's auth_time over (or starts it, for a token that
-    // tells none); one with no second of the session left ends it (`core::lifetime`).
-    let auth_time = lifetime::rotation_auth_time(window.auth_time, now);
-    if lifetime::pair_times(cfg, auth_time, now).is_none() {
-        return deny(cfg, req, Outcome::DeniedMaxSession);
-    }
-    // Built only when dispatched: it computes the session key (one HMAC) once per rotation.
-    let call = || upstream::refresh_call(cfg, cookie_header);
-    if let Some(decision) = upstream_session::rotation(cfg, Route::Protected, req, &identity, auth_time) {
-        // With a refresh cluster, its refresh route asks the login API (and shares the call);
-        // a request that cannot be held that long rotates inline (see `Rotation::can_wait`).
-        return match decision {
-            Decision::Join(rotation) if rotation.can_wait => call().map_or(Decision::Join(rotation), Decision::Call),
-            decision => decision,
-        };
-    }
-    // A request whose body is still arriving (and is not known to be small) is rotated inline
-    // even with a refresh cluster: held while a call is out, its body would be buffered, and
-    // past Envoy's buffer limit Envoy would answer 413 (SPEC: a rotation never turns a good
-    // request into an error).
-    if upstream_session::can_hold_body(cfg, req) {
-        if let Some(call) = call() {
-            return Decision::Call(call);
-        }
-    }
-    match tokens::mint_pair(cfg, &identity, auth_time, now) {
-        Ok(pair) => forward_rotated(cfg, req, &identity, NewTokens::minted(&pair), None, Outcome::RotatedInline),
-        Err(error) => deny(cfg, req, mint_failure(error)),
-    }
-}
-
-/// The denial's outcome when minting failed: the session's end, or an internal error.
-pub(crate) fn mint_failure(error: TokenError) -> Outcome {
-    match error {
-        TokenError::SessionEnded => Outcome::DeniedMaxSession,
-        _ => Outcome::InternalError,
-    }
-}
-
-/// New ETLS tokens to hand out, with how long each cookie lives (its token's `exp - iat`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct NewTokens<'t> {
-    pub access: &'t str,
-    pub refresh: &'t str,
-    pub access_max_age: u64,
-    /// Also the `Max-Age` of the login API's two cookies set with them.
-    pub refresh_max_age: u64,
-}
-
-impl<'t> NewTokens<'t> {
-    /// A pair this filter just minted.
-    pub fn minted(pair: &'t tokens::TokenPair) -> Self {
-        NewTokens {
-            access: &pair.access,
-            refresh: &pair.refresh,
-            access_max_age: pair.times.access_max_age(),
-            refresh_max_age: pair.times.refresh_max_age(),
-        }
-    }
-}
-
-/// The refresh cluster's answer: new tokens that verify go on, anything else denies.
-pub fn on_refresh_reply(
-    cfg: &Config,
-    req: &RequestView,
-    reply: Result<UpstreamReply, CallError>,
-    now: u64,
-) -> Decision {
-    let Ok(reply) = reply else {
-        return deny(cfg, req, Outcome::DeniedRefreshCallFailed);
-    };
-    let cookies = match upstream::parse_refresh_reply(cfg, &reply) {
-        Ok(cookies) => cookies,
-        // The refresh route's answer when the login API ended the session.
-        Err(CallError::UpstreamStatus(401)) if reply.body == br#"{"error":"Session ended"}"# => {
-            return deny(cfg, req, Outcome::DeniedSessionEnded);
-        }
-        Err(_) => return deny(cfg, req, Outcome::DeniedRefreshCallFailed),
-    };
-    let access = tokens::verify_session(cfg, TokenKind::Access, cookies.access, now);
-    let refresh = tokens::verify_session(cfg, TokenKind::Refresh, cookies.refresh, now);
-    match (access, refresh) {
-        (Ok(access), Ok(refresh)) => {
-            // The cookies live as long as the tokens they carry, as when minted here.
-            let new = NewTokens {
-                access: cookies.access,
-                refresh: cookies.refresh,
-                access_max_age: lifetime::max_age_of(&access.times, now),
-                refresh_max_age: lifetime::max_age_of(&refresh.times, now),
-            };
-            forward_rotated(cfg, req, &access.identity, new, cookies.upstream, Outcome::RotatedByCluster)
-        }
-        _ => deny(cfg, req, Outcome::DeniedRefreshCallFailed),
-    }
+    rotation::protected(cfg, req, &identity, window, now)
 }
 
 /// `POST refresh_path`: new tokens for a valid refresh token (verified through `cache`).
@@ -164,16 +58,8 @@ pub fn refresh_route(cfg: &Config, cache: &mut TokenCache, req: &RequestView, no
     let Some(token) = cookies::find(cookie_header, &cfg.cookies.names.refresh) else {
         return reply(LocalReply::json(Outcome::RefreshRejected, 401, r#"{"error":"No refresh token provided"}"#));
     };
-    let minted = tokens::verify_cached(cfg, cache, TokenKind::Refresh, token, now).and_then(|(identity, window)| {
-        let auth_time = lifetime::rotation_auth_time(window.auth_time, now);
-        if lifetime::pair_times(cfg, auth_time, now).is_none() {
-            return Err(TokenError::SessionEnded);
-        }
-        match upstream_session::rotation(cfg, Route::RefreshRoute, req, &identity, auth_time) {
-            Some(decision) => Ok(decision),
-            None => tokens::mint_pair(cfg, &identity, auth_time, now).map(|pair| refreshed(cfg, &pair, None)),
-        }
-    });
+    let minted = tokens::verify_cached(cfg, cache, TokenKind::Refresh, token, now)
+        .and_then(|(identity, window)| rotation::refresh_route(cfg, req, &identity, window, now));
     match minted {
         Ok(decision) => decision,
         Err(TokenError::Mint) => internal_error(cfg),
@@ -182,129 +68,13 @@ pub fn refresh_route(cfg: &Config, cache: &mut TokenCache, req: &RequestView, no
     }
 }
 
-/// The refresh route's 401 for a refresh token that is invalid, expired, or of a session past
-/// its absolute lifetime (`outcome` tells which, for the metrics).
-pub(crate) fn invalid_refresh_token(outcome: Outcome) -> Decision {
-    reply(LocalReply::json(outcome, 401, r#"{"error":"Invalid refresh token"}"#))
-}
-
-/// 405 with `Allow: POST`.
-pub fn method_not_allowed() -> Decision {
-    reply(LocalReply::json(Outcome::MethodNotAllowed, 405, r#"{"error":"Method not allowed"}"#).with_header("allow", "POST"))
-}
-
-/// Deny: a page load (Accept lists text/html) is sent to the login page with `next`, any other
-/// request gets 401; both clear the four cookies.
-pub fn deny(cfg: &Config, req: &RequestView, outcome: Outcome) -> Decision {
-    let answer = if req.accepts_html() {
-        LocalReply::empty(outcome, 302)
-            .with_header("location", paths::login_redirect(&cfg.login_page, &req.path))
-    } else {
-        LocalReply::json(outcome, 401, r#"{"error":"Unauthorized"}"#)
-    };
-    reply(answer.with_cookies(cfg.cookies.clear_all()))
-}
-
-fn internal_error(cfg: &Config) -> Decision {
-    reply(
-        LocalReply::json(Outcome::InternalError, 500, r#"{"error":"Internal error"}"#)
-            .with_cookies(cfg.cookies.clear_all()),
-    )
-}
-
-fn reply(answer: LocalReply) -> Decision {
-    Decision::Respond(answer)
-}
-
-/// The refresh route's 200 with the new ETLS pair and, when the login API renewed them, its
-/// two tokens (`upstream` = `(accessToken, refreshToken)`), each its own `Set-Cookie`.
-pub(crate) fn refreshed(cfg: &Config, pair: &tokens::TokenPair, upstream: Option<(&str, &str)>) -> Decision {
-    let mut set_cookies = Vec::with_capacity(4);
-    if let Some((access, refresh)) = upstream {
-        set_cookies.extend(cfg.cookies.set_upstream(access, refresh, pair.times.refresh_max_age()));
-    }
-    set_cookies.extend(pair.set_cookies(cfg));
-    if let Some((name, size)) = cfg.cookies.oversized(&set_cookies) {
-        return reply(
-            LocalReply::json(Outcome::RefreshRejected, 401, r#"{"error":"Invalid refresh token"}"#)
-                .with_warning(too_large_to_rotate(name, size)),
-        );
-    }
-    reply(LocalReply::json(Outcome::Refreshed, 200, r#"{"message":"Tokens refreshed"}"#).with_cookies(&set_cookies))
-}
-
-/// Forward after a rotation: identity headers from the new tokens, the `Cookie` header carrying
-/// them to the app, and each as `Set-Cookie` on the response. `upstream` is the login API's
-/// renewed `(accessToken, refreshToken)`, when it renewed them (their cookies live as long as
-/// the new refresh token).
-pub(crate) fn forward_rotated(
-    cfg: &Config,
-    req: &RequestView,
-    identity: &Identity,
-    new: NewTokens,
-    upstream: Option<(&str, &str)>,
-    outcome: Outcome,
-) -> Decision {
-    let NewTokens { access, refresh, .. } = new;
-    let cookie_header = req.cookie.as_deref().unwrap_or_default();
-    let names = &cfg.cookies.names;
-    let mut header_edits = identity_edits(cfg, Some(identity));
-    let mut set_cookies = Vec::with_capacity(4);
-    let rewritten = match upstream {
-        Some((up_access, up_refresh)) => {
-            set_cookies.extend(cfg.cookies.set_upstream(up_access, up_refresh, new.refresh_max_age));
-            cookies::with_values(cookie_header, &[
-                (&names.upstream_access, up_access),
-                (&names.upstream_refresh, up_refresh),
-                (&names.access, access),
-                (&names.refresh, refresh),
-            ])
-        }
-        None => cookies::with_values(cookie_header, &[(&names.access, access), (&names.refresh, refresh)]),
-    };
-    header_edits.push(("cookie".into(), Some(rewritten.into())));
-    set_cookies.push(cfg.cookies.set_access(access, new.access_max_age));
-    set_cookies.push(cfg.cookies.set_refresh(refresh, new.refresh_max_age));
-    if let Some((name, size)) = cfg.cookies.oversized(&set_cookies) {
-        return match deny(cfg, req, Outcome::DeniedRefreshInvalid) {
-            Decision::Respond(answer) => Decision::Respond(answer.with_warning(too_large_to_rotate(name, size))),
-            other => other,
-        };
-    }
-    Decision::Forward(Forward { outcome, header_edits, set_cookies, identity: published(identity) })
-}
-
-/// The log line when new tokens would not fit their cookie. The filter never mints such tokens
-/// from claims it took at login; a token minted elsewhere (jose, without `iat` or `jti`) with
-/// claims near the limit can grow when it is minted again.
-fn too_large_to_rotate(name: &str, size: usize) -> String {
-    format!(
-        "rotation refused: the session's claims would make the Set-Cookie of cookie {name} {size} bytes, over the {} that browsers keep",
-        cookies::MAX_SET_COOKIE_BYTES
-    )
-}
-
-/// The identity for Envoy's filter state: the same text as the identity headers.
-fn published(identity: &Identity) -> Option<PublishedIdentity> {
-    Some(identity.published())
-}
-
-/// Identity header edits: set from `identity`, or removed (client-sent values never pass).
-pub(crate) fn identity_edits(cfg: &Config, identity: Option<&Identity>) -> Vec<HeaderEdit> {
-    let published = identity.and_then(published);
-    edits_for(cfg, published.as_ref())
-}
-
-/// The identity header edits of an identity already in header text.
-fn edits_for(cfg: &Config, published: Option<&PublishedIdentity>) -> Vec<HeaderEdit> {
-    let user_id = published.map(|p| Rc::<[u8]>::from(Rc::clone(&p.user_id)));
-    let role = published.and_then(|p| p.role.clone()).map(Rc::<[u8]>::from);
-    vec![(Rc::clone(&cfg.identity_headers.user_id), user_id), (Rc::clone(&cfg.identity_headers.role), role)]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::decision::PublishedIdentity;
+    use crate::core::model::Identity;
+    use crate::core::rotation::on_refresh_reply;
+    use crate::error::CallError;
     use crate::core::decide;
     use crate::core::decision::{CallKind, UpstreamReply};
     use crate::core::testing::*;

@@ -19,18 +19,17 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::config::Config;
-use crate::core::cookies;
-use crate::core::decision::{Decision, LocalReply, OutboundCall, Outcome, UpstreamReply};
-use crate::core::request::RequestView;
-use crate::core::session::{self, NewTokens};
+use crate::core::decision::{Decision, OutboundCall, Outcome, UpstreamReply};
 use crate::core::session_key;
 use crate::core::shared_calls::{self, Claim, SharedData};
-use crate::core::model::Identity;
-use crate::core::tokens;
 use crate::core::upstream::{self, RefreshAnswer};
+use crate::error::CallError;
+
 /// The rotation a `Decision::Join` carries (plain data, defined in `core::decision`).
 pub use crate::core::decision::{Rotation, Route};
-use crate::error::{CallError, TokenError};
+/// How a rotation ends once the answer is in, and whether a request can wait for it
+/// (`core::rotation`, re-exported where the store's callers look for them).
+pub use crate::core::rotation::{can_hold_body, settle};
 
 /// How long an answer is reused for the same `refreshToken`, in milliseconds.
 pub const REUSE_MS: u64 = shared_calls::REUSE_MS;
@@ -49,90 +48,6 @@ pub const DEADLINE_TICK_MS: u64 = 100;
 /// Tick period while requests wait on another VM's call: each tick reads its slot (Envoy's
 /// ticks come about 4 ms apart at this period).
 pub const POLL_TICK_MS: u64 = 1;
-
-/// The decision for `rotation` given the login API's `answer` (docs/sessions.md, Upstream session):
-/// renewed: four new cookies (identity from `userData` when sent), ended: deny / 401 "Session
-/// ended" with four clearing cookies, outage: the rotation as without `login_refresh_path`.
-/// `now` is Unix seconds.
-pub fn settle(cfg: &Config, rotation: &Rotation, answer: &RefreshAnswer, now: u64) -> Decision {
-    let req = &rotation.request;
-    match answer {
-        RefreshAnswer::Ended => ended(cfg, rotation),
-        RefreshAnswer::Outage => {
-            let pair = match tokens::mint_pair(cfg, &rotation.identity, rotation.auth_time, now) {
-                Ok(pair) => pair,
-                Err(error) => return mint_failed(cfg, rotation, error),
-            };
-            match rotation.route {
-                Route::Protected => session::forward_rotated(
-                    cfg,
-                    req,
-                    &rotation.identity,
-                    NewTokens::minted(&pair),
-                    None,
-                    Outcome::RotatedInline,
-                ),
-                Route::RefreshRoute => session::refreshed(cfg, &pair, None),
-            }
-        }
-        RefreshAnswer::Renewed(renewal) => {
-            let identity = renewal.identity.as_ref().unwrap_or(&rotation.identity);
-            let upstream_refresh = renewal.refresh_token.as_deref().unwrap_or(&rotation.upstream_refresh);
-            let upstream = Some((renewal.access_token.as_str(), upstream_refresh));
-            let renewed = tokens::mint_pair(cfg, identity, rotation.auth_time, now).map(|pair| match rotation.route {
-                Route::Protected => session::forward_rotated(
-                    cfg,
-                    req,
-                    identity,
-                    NewTokens::minted(&pair),
-                    upstream,
-                    Outcome::RotatedInline,
-                ),
-                Route::RefreshRoute => session::refreshed(cfg, &pair, upstream),
-            });
-            match renewed {
-                Ok(decision @ Decision::Forward(_)) => decision,
-                Ok(Decision::Respond(reply)) if reply.status == 200 => Decision::Respond(reply),
-                Err(error @ TokenError::SessionEnded) => mint_failed(cfg, rotation, error),
-                // `userData` whose claims make a token too large for its cookie (the upstream
-                // tokens themselves were checked when the answer was read): a malformed answer,
-                // so the rotation goes on as in an outage, with the session's own identity.
-                _ => settle(cfg, rotation, &RefreshAnswer::Outage, now),
-            }
-        }
-    }
-}
-
-/// The answer when no tokens could be minted: the session reached `auth_time + max_session_s`
-/// while the login API was asked (deny / refresh route 401), or an internal error.
-fn mint_failed(cfg: &Config, rotation: &Rotation, error: TokenError) -> Decision {
-    match (rotation.route, error) {
-        (Route::RefreshRoute, TokenError::SessionEnded) => session::invalid_refresh_token(Outcome::DeniedMaxSession),
-        (_, error) => session::deny(cfg, &rotation.request, session::mint_failure(error)),
-    }
-}
-
-fn ended(cfg: &Config, rotation: &Rotation) -> Decision {
-    match rotation.route {
-        Route::Protected => session::deny(cfg, &rotation.request, Outcome::DeniedSessionEnded),
-        Route::RefreshRoute => Decision::Respond(
-            LocalReply::json(Outcome::DeniedSessionEnded, 401, r#"{"error":"Session ended"}"#)
-                .with_cookies(cfg.cookies.clear_all()),
-        ),
-    }
-}
-
-/// The answer for a rotation without an upstream `refreshToken` cookie: the session cannot be
-/// confirmed, deny (the refresh route: 401 "Session ended").
-pub fn unconfirmed(cfg: &Config, route: Route, req: &RequestView) -> Decision {
-    match route {
-        Route::Protected => session::deny(cfg, req, Outcome::DeniedNoUpstreamSession),
-        Route::RefreshRoute => Decision::Respond(
-            LocalReply::json(Outcome::DeniedNoUpstreamSession, 401, r#"{"error":"Session ended"}"#)
-                .with_cookies(cfg.cookies.clear_all()),
-        ),
-    }
-}
 
 /// Decisions for the shell to carry out, each for the request context it names, and outcomes
 /// to count once each (call-level metrics).
@@ -552,36 +467,10 @@ fn claim_counts(took_over: bool, overwrote_live: bool) -> Vec<Outcome> {
     counts
 }
 
-/// The decision for a protected request or the refresh route once its ETLS refresh token
-/// verified, when `login_refresh_path` is set: no upstream `refreshToken` denies, else join the
-/// shared call. `None` when `login_refresh_path` is not set. `auth_time` is the session's, for
-/// the tokens the rotation mints.
-pub fn rotation(cfg: &Config, route: Route, req: &RequestView, identity: &Identity, auth_time: u64) -> Option<Decision> {
-    cfg.login_refresh_path.as_ref()?;
-    let cookie_header = req.cookie.as_deref().unwrap_or_default();
-    let Some(upstream_refresh) = cookies::find(cookie_header, &cfg.cookies.names.upstream_refresh) else {
-        return Some(unconfirmed(cfg, route, req));
-    };
-    Some(Decision::Join(Box::new(Rotation {
-        route,
-        request: req.clone().into_owned(),
-        identity: identity.clone(),
-        auth_time,
-        upstream_refresh: upstream_refresh.to_owned(),
-        can_wait: can_hold_body(cfg, req),
-    })))
-}
-
-/// True when the request may be held while the login API is asked: no body follows, or its
-/// `Content-Length` is at most `max_login_body_bytes` (the body size the filter already holds
-/// for logins), far below Envoy's buffer limit.
-pub fn can_hold_body(cfg: &Config, req: &RequestView) -> bool {
-    req.end_of_stream || req.content_length.is_some_and(|len| len <= cfg.max_login_body_bytes as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::cookies;
     use crate::core::decide;
     use crate::core::upstream::Renewal;
     use crate::core::testing::*;
