@@ -506,3 +506,37 @@ def test_path_and_module_map_checks_can_fail(tmp_path: Path):
     assert named == ["src/core/nope.rs", "deploy/istio/*.yaml", "examples/valid_path"]
     assert [path_exists(p) for p in named] == [False, True, True]
     assert "src/lib.rs" in module_map_rows() and "src/core/mod.rs" in module_map_rows()
+
+
+def troubleshooting_log_lines() -> list[str]:
+    """The filter's log lines the troubleshooting table explains: the code spans of each row's first
+    cell, except rows of Envoy's own lines (marked `(Envoy)`)."""
+    text = (DOCS / "troubleshooting.md").read_text()
+    start = text.index("| log line |")
+    found = []
+    for row in re.findall(r"^\| (.*?) \| .* \|$", text[start:], flags=re.M)[1:]:
+        if "(Envoy)" in row:
+            continue
+        found += [s for s in re.findall(r"`([^`]+)`", row.replace("\\|", "|")) if len(s) > 12]
+    return found
+
+
+def words_found_in(line: str, source: str, run: int = 3) -> bool:
+    """True when some `run` consecutive words of `line` (outside `...`) appear in `source`."""
+    for fragment in line.split("..."):
+        words = fragment.split()
+        for i in range(len(words) - run + 1):
+            if " ".join(words[i:i + run]) in source:
+                return True
+    return False
+
+
+def test_the_troubleshooting_table_explains_lines_the_filter_prints():
+    """Each filter log line of docs/troubleshooting.md still exists in src/ (three words of it in a
+    row, values aside): a reworded or removed message updates its row."""
+    source = "\n".join(p.read_text() for p in (REPO / "src").rglob("*.rs"))
+    lines = troubleshooting_log_lines()
+    assert len(lines) >= 10, lines
+    stale = [l for l in lines if not words_found_in(l, source)]
+    assert not stale, f"docs/troubleshooting.md explains log lines no longer in src/: {stale}"
+    assert not words_found_in("etls-auth: the filter sings a song", source)
