@@ -540,3 +540,98 @@ def test_the_troubleshooting_table_explains_lines_the_filter_prints():
     stale = [l for l in lines if not words_found_in(l, source)]
     assert not stale, f"docs/troubleshooting.md explains log lines no longer in src/: {stale}"
     assert not words_found_in("etls-auth: the filter sings a song", source)
+
+
+CODE_REF = re.compile(r"`((?:[\w./-]+/)?[\w-]+\.(?:rs|py))::(\w+)(\.\.\.)?")
+
+
+def code_refs(path: Path) -> list[tuple[int, str, str]]:
+    """(line, file, name) of every `file.rs::name` / `file.py::name` the page names (outside
+    fences; a name cut with `...` is not checked)."""
+    outside, _ = split_fences(path.read_text())
+    return [(n, m.group(1), m.group(2)) for n, line in enumerate(outside, 1)
+            for m in CODE_REF.finditer(line) if not m.group(3)]
+
+
+def defines(file: str, name: str) -> bool:
+    """Some file of the repository whose path ends with `file` defines `name` (fn, def, struct,
+    enum, trait, const, static, type, mod, class)."""
+    candidates = [p for p in REPO.glob(f"**/{Path(file).name}")
+                  if str(p.relative_to(REPO)).endswith(file) and not p.relative_to(REPO).parts[0] in ("target", ".venv")
+                  and "node_modules" not in p.parts]
+    pattern = re.compile(rf"\b(fn|def|struct|enum|trait|const|static|type|mod|class)\s+{re.escape(name)}\b")
+    return any(pattern.search(p.read_text()) for p in candidates)
+
+
+@pytest.mark.parametrize("path", doc_files(), ids=rel)
+def test_every_test_and_function_the_docs_name_exists(path: Path):
+    """`session.rs::protected_decision_table` or `test_login.py::test_login_ok_...`: the security
+    table, the walk and the test lists name tests and functions that exist (a renamed or moved test
+    updates the docs)."""
+    missing = [f"{rel(path)}:{n}: `{f}::{name}`" for n, f, name in code_refs(path) if not defines(f, name)]
+    assert not missing, "the docs name tests or functions that do not exist:\n" + "\n".join(missing)
+
+
+def test_code_refs_can_fail(tmp_path: Path):
+    page = tmp_path / "p.md"
+    page.write_text("`tokens.rs::verify` `session.rs::no_such_fn` `test_login.py::test_x...`\n")
+    refs = code_refs(page)
+    assert [(f, n) for _, f, n in refs] == [("tokens.rs", "verify"), ("session.rs", "no_such_fn")]
+    assert defines("tokens.rs", "verify") and not defines("session.rs", "no_such_fn")
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Which file of src/ uses which, outside tests: `use crate::core::x`, `crate::config::...`,
+    `super::x` (names as in docs/architecture.md: `config`, `core/session`, `filter/apply`)."""
+    graph = {}
+    for f in sorted((REPO / "src").rglob("*.rs")):
+        name = re.sub(r"/mod$", "", str(f.relative_to(REPO / "src"))[:-3])
+        text = re.split(r"#\[cfg\(test\)\]\s*mod tests", f.read_text())[0]
+        text = re.sub(r"#\[cfg\(test\)\]\s*(pub(\(crate\))? )?mod \w+;", "", text)
+        deps = {m.replace("::", "/") for m in re.findall(r"crate::((?:core::)?\w+)", text)}
+        for group in re.findall(r"use crate::core::\{([^}]*)\}", text):
+            deps |= {"core/" + p.strip().split("::")[0] for p in group.split(",") if p.strip() not in ("", "self")}
+        base = name.rsplit("/", 1)[0] if "/" in name else ""
+        deps |= {f"{base}/{m}" if base else m for m in re.findall(r"\bsuper::(\w+)", text)}
+        graph[name] = deps
+    return {k: {d for d in v if d in graph and d != k} for k, v in graph.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of files that reach each other (strongly connected, more than one file)."""
+    index, low, stack, on, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_src_has_no_import_cycle_as_the_architecture_page_says():
+    assert "no import cycle" in (DOCS / "architecture.md").read_text()
+    graph = import_graph()
+    assert {"config", "core", "core/session", "filter/apply"} <= set(graph)
+    assert "config" in graph["core/session"]
+    assert cycles(graph) == [], f"src/ has import cycles: {cycles(graph)}"
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
