@@ -10,7 +10,7 @@
   links every page of docs/.
 
 The configuration reference's drift test (docs/configuration.md against config::KNOWN_KEYS) is a
-Rust unit test in src/config.rs, run by `cargo test`.
+Rust unit test in src/config/reference_tests.rs, run by `cargo test`.
 """
 from __future__ import annotations
 
