@@ -76,7 +76,7 @@ pub fn decide_cached(cfg: &Config, cache: &mut TokenCache, req: &RequestView, no
 
 /// Decides what to do with the answer to a dispatched call of `kind` for request `req`.
 /// `reply` is `Err` when the call gave no answer (dispatch refused, timeout, reset).
-/// Login: see [`login::on_reply`]. Refresh: see [`session::on_refresh_reply`]. Logout: see
+/// Login: see [`login::on_reply`]. Refresh: see [`rotation::on_refresh_reply`]. Logout: see
 /// [`logout::on_reply`].
 pub fn on_reply(
     cfg: &Config,

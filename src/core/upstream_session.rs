@@ -1,6 +1,8 @@
-//! Rotations that follow the login API (`login_refresh_path`, docs/sessions.md, "Upstream session"), and
-//! the per-VM store that gives a burst of them one login API call. Plain data with a deadline
-//! and a bound; no proxy_wasm here and no clock (`now_ms` is passed in, Unix milliseconds).
+//! The per-VM store that gives a burst of rotations asking the login API (`login_refresh_path`,
+//! docs/sessions.md, "Upstream session") one login API call. What a rotation gets once the
+//! answer is in is `core::rotation`'s ([`settle`]); this file keeps the calls, the requests
+//! waiting on them and the answers. Plain data with a deadline and a bound; no proxy_wasm here
+//! and no clock (`now_ms` is passed in, Unix milliseconds).
 //!
 //! The store keeps, per upstream `refreshToken` (keyed by its [`session_key`], the same on every
 //! VM, so it never holds the token itself as a key):
