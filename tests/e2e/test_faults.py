@@ -156,7 +156,9 @@ def _good_answers(gw_ref: list[Gateway]) -> Callable[[str], tuple[int, list[tupl
             body = {"accessToken": "api-access", "refreshToken": "api-refresh", "userData": {"id": 42, "role": "admin"}}
             return 200, [("Content-Type", "application/json")], json.dumps(body).encode()
         gw = gw_ref[0]
-        a, r = tokens.access(42, "admin"), tokens.refresh(42, "admin")
+        # As the filter's own refresh route mints them: the session's auth_time carried over.
+        auth_time = tokens.now() - 60
+        a, r = tokens.access(42, "admin", auth_time=auth_time), tokens.refresh(42, "admin", auth_time=auth_time)
         return 200, [("Set-Cookie", f"{gw.access_cookie}={a}; Path=/"), ("Set-Cookie", f"{gw.refresh_cookie}={r}; Path=/")], b"{}"
     return answer
 
